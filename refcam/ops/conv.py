@@ -1,0 +1,268 @@
+"""N-d convolution (cross-correlation, no kernel flip), written once for N = 1, 2, 3.
+
+Layout
+------
+``x`` is ``(B, C, *S)``, ``weight`` is ``(F, C/G, *k)``, ``bias`` is ``(F,)`` or
+absent, the output is ``(B, F, *O)``; ``N = len(k)`` spatial axes. Padding is
+``(begin_1..begin_N, end_1..end_N)`` with zeros (see :mod:`refcam.ops.padding`).
+
+Formula
+-------
+With ``x_pad`` the zero-padded input, ``G`` groups, ``group(f) = f // (F/G)`` and
+channel ``c`` of group ``g`` running over ``[g*C/G, (g+1)*C/G)``::
+
+    y[b, f, o] = bias[f] + sum_{c in group(f)} sum_{k} w[f, c - g*C/G, k] * x_pad[b, c, o*s + k*d]
+
+for every multi-index ``o`` (output) and ``k`` (kernel), products taken per axis.
+Output channels are group-major: channels ``[g*F/G, (g+1)*F/G)`` read input
+channels ``[g*C/G, (g+1)*C/G)``. Depthwise convolution is ``G = C`` (channel
+multiplier ``F/C``).
+
+Output size on each axis (input ``n``, kernel ``k``, stride ``s``, dilation ``d``)::
+
+    out = floor((n + p_begin + p_end - ((k - 1) * d + 1)) / s) + 1
+
+Implementation (im2col + GEMM)
+------------------------------
+``as_strided`` gives a copy-free view ``windows[b, c, *k, *o] = x_pad[b, c, o*s + k*d]``
+of shape ``(B, C, *k, *O)``. Reshaped row-major it is the column matrix
+``cols`` of shape ``(B, G, (C/G)*K, P)`` (``K = prod(k)``, ``P = prod(O)``; the
+reshape copies unless the view is already contiguous, e.g. a 1x1 kernel with
+stride 1). With ``W`` the weight as ``(G, F/G, (C/G)*K)``::
+
+    y = W @ cols                      # (B, G, F/G, P), reshaped to (B, F, *O)
+
+VJPs (``g_y = dL/dy`` of shape ``(B, F, *O)``, as ``(B, G, F/G, P)``)
+-----------------------------------------------------------------
+* bias:   ``dL/dbias[f] = sum_{b, o} g_y[b, f, o]``.
+* weight: ``dL/dW = sum_b g_y[b] @ cols[b]^T`` (shape ``(G, F/G, (C/G)*K)``);
+  the columns are rebuilt from ``x`` rather than kept from the forward pass.
+* input (col2im, a transposed convolution):
+  ``g_cols = W^T @ g_y`` (shape ``(B, G, (C/G)*K, P)`` viewed as ``(B, C, *k, *O)``), then
+  ``dL/dx_pad[b, c, o*s + k*d] += g_cols[b, c, k, o]`` accumulated with one
+  strided slice per kernel offset ``k`` (never a loop over positions), and
+  ``dL/dx`` is ``dL/dx_pad`` with the padding cropped off. Padded cells and input
+  cells no window reaches (a remainder when ``s`` does not divide the span)
+  receive zero.
+
+Convolution is linear in each argument, so it has no non-differentiable points.
+
+Only the gradients whose ``needs[i]`` is true are computed.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Sequence
+
+from ..autodiff import Tensor, record
+from ..backend import get_xp
+from ..errors import LayerConfigError, ShapeError
+from .padding import effective_kernel, output_length, pad_constant, unpad
+
+Ints = tuple[int, ...]
+
+
+# --- geometry and validation ---------------------------------------------------
+def _as_ints(name: str, values: Sequence[int], length: int, minimum: int, nd: int) -> Ints:
+    """``values`` as a tuple of ``length`` ints, each at least ``minimum``."""
+    ints = tuple(int(v) for v in values)
+    if len(ints) != length:
+        raise ShapeError(f"conv {name} {ints!r} has {len(ints)} entries; the weight has {nd} "
+                         f"spatial axes, so give {length}.")
+    if any(v < minimum for v in ints):
+        raise LayerConfigError(f"conv {name} {ints!r} must hold integers >= {minimum}.")
+    return ints
+
+
+def conv_output_shape(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int],
+                      dilation: Sequence[int], padding: Sequence[int], groups: int = 1) -> Ints:
+    """Validate a convolution's shapes and return its output shape ``(B, F, *O)``.
+
+    Raises :class:`~refcam.errors.ShapeError` when the shapes do not fit and
+    :class:`~refcam.errors.LayerConfigError` for a stride or dilation below 1,
+    negative padding or ``groups`` below 1.
+
+    >>> conv_output_shape((2, 4, 9, 9), (8, 2, 3, 3), (2, 2), (1, 1), (1, 1, 1, 1), groups=2)
+    (2, 8, 5, 5)
+    """
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    nd = len(w_shape) - 2
+    if nd < 1 or len(x_shape) != nd + 2:
+        raise ShapeError(f"conv needs x (B, C, *spatial) and weight (F, C/groups, *kernel) with the same "
+                         f"number of spatial axes (1, 2 or 3); got x {x_shape} and weight {w_shape}.")
+    stride = _as_ints("stride", stride, nd, 1, nd)
+    dilation = _as_ints("dilation", dilation, nd, 1, nd)
+    padding = _as_ints("padding", padding, 2 * nd, 0, nd)
+    if int(groups) < 1:
+        raise LayerConfigError(f"conv groups must be >= 1, got {groups!r}.")
+    channels, filters, channels_per_group = x_shape[1], w_shape[0], w_shape[1]
+    if channels % groups or filters % groups:
+        raise ShapeError(f"conv groups={groups} must divide the input channels ({channels}, x {x_shape}) "
+                         f"and the filters ({filters}, weight {w_shape}).")
+    if channels_per_group * groups != channels:
+        raise ShapeError(f"conv weight {w_shape} expects {channels_per_group} channels per group x "
+                         f"{groups} group(s) = {channels_per_group * groups} input channels; "
+                         f"x {x_shape} has {channels}.")
+    kernel, spatial = w_shape[2:], x_shape[2:]
+    out = tuple(output_length(n, k, s, d, padding[i], padding[nd + i])
+                for i, (n, k, s, d) in enumerate(zip(spatial, kernel, stride, dilation)))
+    if any(o < 1 for o in out):
+        extents = tuple(effective_kernel(k, d) for k, d in zip(kernel, dilation))
+        padded = tuple(n + padding[i] + padding[nd + i] for i, n in enumerate(spatial))
+        raise ShapeError(f"conv kernel {kernel} with dilation {dilation} spans {extents}, larger than the "
+                         f"padded input {padded} (x {x_shape}, padding {padding}); pad more or use a "
+                         "smaller kernel.")
+    return (x_shape[0], filters) + out
+
+
+def _check_bias(bias_shape: Sequence[int], w_shape: Sequence[int]) -> None:
+    if tuple(bias_shape) != (w_shape[0],):
+        raise ShapeError(f"conv bias has shape {tuple(bias_shape)}; the weight {tuple(w_shape)} "
+                         f"has {w_shape[0]} filters, so the bias must be ({w_shape[0]},).")
+
+
+def _check_grad_y(grad_y: Any, expected: Ints) -> None:
+    if tuple(grad_y.shape) != expected:
+        raise ShapeError(f"conv VJP got grad_y of shape {tuple(grad_y.shape)}; the output has shape {expected}.")
+
+
+# --- im2col and col2im ---------------------------------------------------------
+def _windows(x_pad: Any, kernel: Ints, out: Ints, stride: Ints, dilation: Ints) -> Any:
+    """Copy-free view ``(B, C, *kernel, *out)`` with ``[b, c, k, o] = x_pad[b, c, o*s + k*d]``."""
+    xp = get_xp(x_pad)
+    batch_step, channel_step, *axis_steps = x_pad.strides
+    shape = tuple(x_pad.shape[:2]) + kernel + out
+    strides = ((batch_step, channel_step)
+               + tuple(step * d for step, d in zip(axis_steps, dilation))
+               + tuple(step * s for step, s in zip(axis_steps, stride)))
+    return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)
+
+
+def _im2col(x: Any, kernel: Ints, out: Ints, stride: Ints, dilation: Ints, padding: Ints,
+            groups: int) -> Any:
+    """The column matrices ``(B, G, (C/G)*K, P)`` of a convolution (see module docstring)."""
+    windows = _windows(pad_constant(x, padding), kernel, out, stride, dilation)  # (B, C, *k, *O)
+    batch, channels = x.shape[:2]
+    return windows.reshape(batch, groups, (channels // groups) * math.prod(kernel), math.prod(out))
+
+
+def _col2im(grad_cols: Any, x_shape: Ints, stride: Ints, dilation: Ints, padding: Ints) -> Any:
+    """Adjoint of :func:`_im2col`: add ``grad_cols (B, C, *k, *O)`` back onto the input positions.
+
+    ``dL/dx_pad[b, c, o*s + k*d] += grad_cols[b, c, k, o]``, one strided slice per
+    kernel offset ``k``; the padding is then cropped off.
+    """
+    xp = get_xp(grad_cols)
+    nd = len(stride)
+    kernel, out = grad_cols.shape[2:2 + nd], grad_cols.shape[2 + nd:]
+    padded_spatial = tuple(n + padding[i] + padding[nd + i] for i, n in enumerate(x_shape[2:]))
+    grad_x_pad = xp.zeros(tuple(x_shape[:2]) + padded_spatial, dtype=grad_cols.dtype)
+    every = (slice(None), slice(None))
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        target = tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
+                       for k, d, o, s in zip(offset, dilation, out, stride))
+        grad_x_pad[every + target] += grad_cols[every + offset]
+    return unpad(grad_x_pad, padding)
+
+
+# --- array kernels -------------------------------------------------------------
+def conv_forward(x: Any, w: Any, b: Any | None, stride: Sequence[int], dilation: Sequence[int],
+                 padding: Sequence[int], groups: int = 1) -> Any:
+    """``y[b, f, o] = bias[f] + sum_{c in group(f), k} w[f, c, k] * x_pad[b, c, o*s + k*d]``.
+
+    Arrays: x ``(B, C, *S)``, w ``(F, C/groups, *k)``, b ``(F,)`` or None; returns
+    ``(B, F, *O)`` (see the module docstring for ``O``).
+
+    >>> import numpy as np
+    >>> conv_forward(np.arange(5.0)[None, None], np.ones((1, 1, 2)), None, (1,), (1,), (0, 0))
+    array([[[1., 3., 5., 7.]]])
+    """
+    y_shape = conv_output_shape(x.shape, w.shape, stride, dilation, padding, groups)
+    if b is not None:
+        _check_bias(b.shape, w.shape)
+    xp = get_xp(x, w, b)
+    nd = w.ndim - 2
+    kernel, out = tuple(w.shape[2:]), y_shape[2:]
+    cols = _im2col(x, kernel, out, tuple(stride), tuple(dilation), tuple(padding), groups)
+    w_mat = w.reshape(groups, w.shape[0] // groups, -1)  # (G, F/G, (C/G)*K)
+    y = xp.matmul(w_mat, cols).reshape(y_shape)  # (B, G, F/G, P) -> (B, F, *O)
+    if b is not None:
+        y += b.reshape((-1,) + (1,) * nd)
+    return y
+
+
+def conv_vjp_input(grad_y: Any, w: Any, x_shape: Sequence[int], stride: Sequence[int],
+                   dilation: Sequence[int], padding: Sequence[int], groups: int = 1) -> Any:
+    """``dL/dx`` of shape ``x_shape``: ``g_cols = W^T @ g_y``, then col2im (module docstring)."""
+    x_shape = tuple(x_shape)
+    _check_grad_y(grad_y, conv_output_shape(x_shape, w.shape, stride, dilation, padding, groups))
+    xp = get_xp(grad_y, w)
+    batch, channels = x_shape[:2]
+    filters, kernel, out = w.shape[0], tuple(w.shape[2:]), tuple(grad_y.shape[2:])
+    w_mat_t = xp.swapaxes(w.reshape(groups, filters // groups, -1), 1, 2)  # (G, (C/G)*K, F/G)
+    grad_y_mat = grad_y.reshape(batch, groups, filters // groups, -1)  # (B, G, F/G, P)
+    grad_cols = xp.matmul(w_mat_t, grad_y_mat).reshape((batch, channels) + kernel + out)
+    return _col2im(grad_cols, x_shape, tuple(stride), tuple(dilation), tuple(padding))
+
+
+def conv_vjp_weight(grad_y: Any, x: Any, w_shape: Sequence[int], stride: Sequence[int],
+                    dilation: Sequence[int], padding: Sequence[int], groups: int = 1) -> Any:
+    """``dL/dw`` of shape ``w_shape``: ``sum_b g_y[b] @ cols[b]^T`` with the columns rebuilt from ``x``."""
+    w_shape = tuple(w_shape)
+    y_shape = conv_output_shape(x.shape, w_shape, stride, dilation, padding, groups)
+    _check_grad_y(grad_y, y_shape)
+    xp = get_xp(grad_y, x)
+    kernel, out = w_shape[2:], y_shape[2:]
+    cols = _im2col(x, kernel, out, tuple(stride), tuple(dilation), tuple(padding), groups)
+    grad_y_mat = grad_y.reshape(x.shape[0], groups, w_shape[0] // groups, -1)  # (B, G, F/G, P)
+    grad_w_mat = xp.matmul(grad_y_mat, xp.swapaxes(cols, -1, -2)).sum(axis=0)  # (G, F/G, (C/G)*K)
+    return grad_w_mat.reshape(w_shape)
+
+
+def conv_vjp_bias(grad_y: Any) -> Any:
+    """``dL/dbias[f] = sum over batch and every output position of grad_y[:, f]``."""
+    return grad_y.sum(axis=(0,) + tuple(range(2, grad_y.ndim)))
+
+
+# --- Tensor level --------------------------------------------------------------
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: Sequence[int],
+         dilation: Sequence[int], padding: Sequence[int], groups: int = 1) -> Tensor:
+    """N-d convolution (cross-correlation) of ``x (B, C, *S)`` with ``weight (F, C/groups, *k)``.
+
+    Records one node ``"conv"`` with inputs ``(x, weight)`` or ``(x, weight, bias)``;
+    its VJP computes only the gradients asked for.
+
+    Parameters
+    ----------
+    x, weight, bias : Tensor
+        Input, filters and per-filter bias ``(F,)`` (or None).
+    stride, dilation : tuple of N ints
+        Step between output positions and between kernel taps (1 = dense).
+    padding : tuple of 2N ints
+        Zero padding ``(begins..., ends...)``; turn 'same'/'causal' into numbers
+        with :func:`refcam.ops.padding.resolve_padding`.
+    groups : int
+        Channel groups (1 = dense, C = depthwise); must divide C and F.
+
+    >>> import numpy as np
+    >>> x = Tensor(np.ones((1, 2, 4, 4)))
+    >>> w = Tensor(np.ones((3, 2, 3, 3)))
+    >>> conv(x, w, None, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1)).shape
+    (1, 3, 4, 4)
+    """
+    stride, dilation, padding = tuple(stride), tuple(dilation), tuple(padding)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    y = conv_forward(x.data, weight.data, None if bias is None else bias.data,
+                     stride, dilation, padding, groups)
+
+    def vjp(grad_y: Any, needs: tuple[bool, ...]) -> tuple[Any, ...]:
+        grad_x = (conv_vjp_input(grad_y, weight.data, x.shape, stride, dilation, padding, groups)
+                  if needs[0] else None)
+        grad_w = (conv_vjp_weight(grad_y, x.data, weight.shape, stride, dilation, padding, groups)
+                  if needs[1] else None)
+        if bias is None:
+            return grad_x, grad_w
+        return grad_x, grad_w, conv_vjp_bias(grad_y) if needs[2] else None
+
+    return record("conv", y, inputs, vjp)
