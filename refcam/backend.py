@@ -111,7 +111,10 @@ def resolve_dtype(dtype: Any) -> np.dtype:
 
     Accepts the strings or the NumPy types; anything else raises BackendError.
     """
-    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    try:
+        key = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    except (TypeError, ValueError):
+        key = None
     if key not in COMPUTE_DTYPES:
         raise BackendError(f"compute dtype must be 'float64' or 'float32', not {dtype!r}.")
     return COMPUTE_DTYPES[key]

@@ -17,3 +17,14 @@ def torch():
     torch = pytest.importorskip("torch")
     torch.set_default_dtype(torch.float64)
     return torch
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` cleanly when CuPy or a CUDA device is missing."""
+    from refcam.backend import gpu_available
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -206,10 +206,10 @@ def matmul(a: Any, b: Any) -> Tensor:
         a2 = a.data[None, :] if a.ndim == 1 else a.data
         b2 = b.data[:, None] if b.ndim == 1 else b.data
         g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
-        if b.ndim == 1:
+        if b.ndim == 1:  # g (..., k) -> (..., k, 1); done first so 1-D @ 1-D goes () -> (1,) -> (1, 1)
             g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1:  # g (..., m) -> (..., 1, m)
+            g2 = xp.expand_dims(g2, -2)
         grad_a = grad_b = None
         if needs[0]:
             grad_a = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)

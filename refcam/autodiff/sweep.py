@@ -65,4 +65,4 @@ def backward(output: Tensor, grad_output: Any = None) -> None:
     for key, leaf in leaves.items():
         g = grads.get(key)
         if g is not None:
-            leaf.grad = g if leaf.grad is None else leaf.grad + g
+            leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g  # own array, never a VJP's alias
