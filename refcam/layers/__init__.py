@@ -1,0 +1,43 @@
+"""MATLAB's layers, one small class each (see docs/layers.md).
+
+Each class is a dataclass holding MATLAB's properties (plain JSON values) and
+parameters (arrays in refcam's internal layout), registered under a stable
+``kind`` in :data:`LAYER_KINDS`. ``forward`` takes Tensors in the internal
+(B, C, *spatial) layout and calls :mod:`refcam.ops`.
+
+>>> import numpy as np
+>>> from refcam.autodiff import Tensor
+>>> relu = ReLULayer("relu_1", inputs=("conv_1",))
+>>> relu.forward(Tensor(np.array([[-1.0, 2.0]]))).data
+array([[0., 2.]])
+"""
+from .activation import ClippedReLULayer, LeakyReLULayer, ReLULayer, SoftmaxLayer
+from .base import LAYER_KINDS, Layer, param, register
+from .combine import AdditionLayer, DepthConcatenationLayer, MultiInputLayer
+from .common import internal_padding, matlab_padding_from_internal
+from .convolution import (Convolution1dLayer, Convolution2dLayer, Convolution3dLayer, ConvolutionLayer,
+                          GroupedConvolution2dLayer)
+from .input import Image3dInputLayer, ImageInputLayer, InputLayer, SequenceInputLayer
+from .linear import DropoutLayer, FlattenLayer, FullyConnectedLayer
+from .normalization import BatchNormalizationLayer, LayerNormalizationLayer
+from .output import ClassificationLayer, RegressionLayer
+from .pooling import (AveragePooling1dLayer, AveragePooling2dLayer, AveragePooling3dLayer,
+                      GlobalAveragePooling1dLayer, GlobalAveragePooling2dLayer,
+                      GlobalAveragePooling3dLayer, GlobalMaxPooling1dLayer, GlobalMaxPooling2dLayer,
+                      GlobalMaxPooling3dLayer, MaxPooling1dLayer, MaxPooling2dLayer, MaxPooling3dLayer)
+
+__all__ = [
+    "LAYER_KINDS", "Layer", "param", "register", "internal_padding", "matlab_padding_from_internal",
+    "InputLayer", "ImageInputLayer", "Image3dInputLayer", "SequenceInputLayer",
+    "ConvolutionLayer", "Convolution1dLayer", "Convolution2dLayer", "Convolution3dLayer",
+    "GroupedConvolution2dLayer",
+    "BatchNormalizationLayer", "LayerNormalizationLayer",
+    "ReLULayer", "LeakyReLULayer", "ClippedReLULayer", "SoftmaxLayer",
+    "MaxPooling1dLayer", "MaxPooling2dLayer", "MaxPooling3dLayer",
+    "AveragePooling1dLayer", "AveragePooling2dLayer", "AveragePooling3dLayer",
+    "GlobalAveragePooling1dLayer", "GlobalAveragePooling2dLayer", "GlobalAveragePooling3dLayer",
+    "GlobalMaxPooling1dLayer", "GlobalMaxPooling2dLayer", "GlobalMaxPooling3dLayer",
+    "DropoutLayer", "FlattenLayer", "FullyConnectedLayer",
+    "AdditionLayer", "DepthConcatenationLayer", "MultiInputLayer",
+    "ClassificationLayer", "RegressionLayer",
+]

@@ -1,0 +1,102 @@
+"""N-ary layers: ``additionLayer`` and ``depthConcatenationLayer``.
+
+Addition (:func:`refcam.ops.combine.add`), all inputs of one shape::
+
+    y = x_1 + x_2 + ... + x_n
+
+Depth concatenation (:func:`refcam.ops.combine.concat`), inputs of one spatial
+shape, channels stacked in input order::
+
+    y[b, :, s] = [x_1[b, :, s]; x_2[b, :, s]; ...; x_n[b, :, s]]     (C = C_1 + ... + C_n)
+
+``num_inputs`` (MATLAB ``NumInputs``, at least 2) is an instance property; when
+omitted it is taken from ``inputs``. The class attribute is None ("any number >= 2").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..autodiff import Tensor
+from ..errors import LayerConfigError, LayerShapeError
+from ..ops import combine
+from .base import Layer, register
+from .common import check_input_count, describe_owner
+
+
+@dataclass(eq=False, kw_only=True)
+class MultiInputLayer(Layer):
+    """A layer with ``num_inputs >= 2`` inputs."""
+
+    num_inputs: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_inputs is None and self.inputs:
+            self.num_inputs = len(self.inputs)
+        if self.num_inputs is not None:
+            self.num_inputs = int(self.num_inputs)
+            if self.num_inputs < 2:
+                raise LayerConfigError(
+                    f"{describe_owner(self)}: num_inputs {self.num_inputs} must be at least 2.")
+        if self.inputs and self.num_inputs != len(self.inputs):
+            raise LayerConfigError(
+                f"{describe_owner(self)}: num_inputs is {self.num_inputs} but {len(self.inputs)} "
+                f"inputs are named {list(self.inputs)}.")
+
+    def _count_text(self) -> str:
+        return "" if self.num_inputs is None else f" of {self.num_inputs} inputs"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class AdditionLayer(MultiInputLayer):
+    """MATLAB ``additionLayer(numInputs)``: ``y = x_1 + ... + x_n`` (element-wise, equal shapes)."""
+
+    kind = "addition"
+    type = "Addition"
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
+        """The common input shape."""
+        check_input_count(self, shapes)
+        first = tuple(shapes[0])
+        if any(tuple(s) != first for s in shapes[1:]):
+            raise LayerShapeError(
+                f"{describe_owner(self)} adds inputs of one shape; found shapes {[tuple(s) for s in shapes]}.")
+        return first
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``combine.add(xs)``."""
+        self.output_shape(*(x.shape[1:] for x in xs))
+        return combine.add(xs)
+
+    def describe(self) -> str:
+        """``Element-wise addition of 2 inputs``."""
+        return f"Element-wise addition{self._count_text()}"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class DepthConcatenationLayer(MultiInputLayer):
+    """MATLAB ``depthConcatenationLayer(numInputs)``: channels of the inputs stacked in input order."""
+
+    kind = "depth_concatenation"
+    type = "Depth concatenation"
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
+        """``(C_1 + ... + C_n, *S)`` for inputs ``(C_i, *S)``."""
+        check_input_count(self, shapes)
+        spatial = tuple(shapes[0][1:])
+        if any(len(s) == 0 or tuple(s[1:]) != spatial for s in shapes):
+            raise LayerShapeError(
+                f"{describe_owner(self)} concatenates channels of inputs with one spatial shape; found "
+                f"shapes {[tuple(s) for s in shapes]}.")
+        return (sum(s[0] for s in shapes), *spatial)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``combine.concat(xs, axis=1)``."""
+        self.output_shape(*(x.shape[1:] for x in xs))
+        return combine.concat(xs, axis=1)
+
+    def describe(self) -> str:
+        """``Depth concatenation of 2 inputs``."""
+        return f"Depth concatenation{self._count_text()}"
