@@ -1,0 +1,271 @@
+"""Grad-CAM with MATLAB ``gradCAM`` semantics (spec G1-G15).
+
+For feature activations ``A`` (channels ``k``, positions ``p``, ``N`` positions)
+and a scalar score ``y``::
+
+    alpha_k = (1/N) * sum_p dy/dA_k[p]                 (global average of the gradient)
+    M[p]    = ReLU( sum_k alpha_k * A_k[p] )           (raw map, feature-layer resolution)
+    map     = resize(M, input spatial size)            ("bicubic" | "nearest" | "none")
+
+Score (G14): for class ``c``, ``y = sum over the reduction output's positions of
+Y[c]`` (``Y[c]`` itself for an ordinary classifier; the per-class Grad-CAM of a
+segmentation network otherwise), optionally restricted to a pixel mask; or
+``y = reduction(Y)`` for a user function (G3).
+
+Engine (G15): one forward pass to the reduction layer in which the feature
+layer's output ``A`` is a fresh leaf that requires grad, so only the layers
+between ``A`` and the reduction layer are recorded; one reverse sweep per label
+over that short graph. Nothing below ``A`` is ever differentiated. Observations
+of a batch are independent at inference, so summing their scores gives every
+observation its own gradient in one sweep.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..autodiff import Tensor, grad, graph_nodes
+from ..backend import get_xp, resolve_device, resolve_dtype, to_device, to_numpy
+from ..errors import AllGradientsZeroError, GradCAMError, LabelError, ReductionError
+from ..layout import to_internal
+from ..network import Network
+from .resize import resize_map
+from .selection import check_layer_name, default_feature_layer, default_reduction_layer
+
+UPSAMPLING_METHODS = ("bicubic", "nearest", "none")
+
+
+@dataclass
+class GradCAMResult:
+    """What :func:`gradcam` computed, every intermediate included.
+
+    Maps are in MATLAB's layout: ``(h, w)``, ``(h, w, d)`` or ``(1, t)``, then a
+    label axis ``K`` when ``label`` was a sequence, then a batch axis ``B`` when
+    the input format had one. Intermediates are in refcam's internal layout,
+    label-major: ``activations`` ``(B, C, *S)``, ``gradients`` ``(K, B, C, *S)``,
+    ``weights`` (alpha) ``(K, B, C)``, ``scores`` ``(K, B)``.
+
+    It unpacks like MATLAB: ``score_map, feature_layer, reduction_layer = result``.
+    """
+
+    map: Any
+    feature_layer: str
+    reduction_layer: str
+    activations: Any
+    gradients: Any
+    weights: Any
+    raw_map: Any
+    scores: Any
+    labels: list[int] | None = None
+    upsampling: str = "bicubic"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.map, self.feature_layer, self.reduction_layer))
+
+
+def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Tensor], Tensor] | None = None,
+            feature_layer: str | None = None, reduction_layer: str | None = None, format: str | None = None,
+            upsampling: str = "bicubic", device: str = "auto", dtype: str = "float64", mask: Any = None,
+            keep_on_device: bool = False) -> GradCAMResult:
+    """Grad-CAM map of ``x`` for ``label`` (or a ``reduction`` function), as MATLAB's ``gradCAM``.
+
+    Parameters
+    ----------
+    net : Network
+        One input layer, one output.
+    x : array
+        One observation in MATLAB layout (h x w x c, h x w x d x c, or c x t), or
+        any layout named by ``format``; any real dtype (G10, G11).
+    label : str, int or sequence of them
+        Class name, or **0-based** class index (MATLAB's indices are 1-based), or a
+        sequence of either: maps are stacked on a trailing axis (G1, G2).
+    reduction : callable, optional
+        ``reduction(y) -> scalar Tensor`` where ``y`` is the reduction layer's
+        output for one observation: shape ``(C,)`` when it has no spatial extent,
+        else ``(*S, C)`` (MATLAB order). Exclusive with ``label`` (G3).
+    feature_layer, reduction_layer : str, optional
+        Layer names; defaults follow MATLAB (G5, G6).
+    format : str, optional
+        Dimension letters of ``x`` (S, C, B, T), e.g. "SSC", "CSS", "SSCB", "CT" (G7).
+    upsampling : {"bicubic", "nearest", "none"}
+        Resize of the map to the input's spatial size, MATLAB's imresize/imresize3 (G8).
+    device : {"auto", "cpu", "gpu"}
+        "gpu" computes with CuPy (G9).
+    dtype : {"float64", "float32"}
+        Compute dtype (float64 is the reference).
+    mask : array of bool, optional
+        refcam extension of G14: sum the class score only over these positions of
+        the reduction output (shape of its spatial dimensions, MATLAB order).
+    keep_on_device : bool
+        Return CuPy arrays when computing on the GPU (default: NumPy).
+
+    Returns
+    -------
+    GradCAMResult
+        ``.map``, ``.feature_layer``, ``.reduction_layer`` and the intermediates;
+        ``.info["recorded_ops"]`` lists the operations the reverse sweep went
+        through (those between the feature and the reduction layer, and the score).
+
+    Examples
+    --------
+    >>> res = gradcam(net, image, "toy poodle")            # doctest: +SKIP
+    >>> score_map, feature_layer, reduction_layer = res     # doctest: +SKIP
+    """
+    if upsampling not in UPSAMPLING_METHODS:
+        raise GradCAMError(f"upsampling must be one of {UPSAMPLING_METHODS}, not {upsampling!r}.")
+    if (label is None) == (reduction is None):
+        raise GradCAMError("give exactly one of label= (classification, segmentation) and reduction= "
+                           "(any scalar score, e.g. regression).")
+    on = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype)
+    x_internal, layout = to_internal(to_device(x, on), net.input_layer, format=format, dtype=compute_dtype)
+    reduction_name = check_layer_name(net, reduction_layer or default_reduction_layer(net), "reduction_layer")
+    shapes = net.infer_shapes(x_internal.shape[1:])
+    feature_name = check_layer_name(
+        net, feature_layer or default_feature_layer(net, shapes, reduction_name), "feature_layer")
+
+    outputs = net.forward_tensors(Tensor(x_internal), [feature_name, reduction_name], grad_from=feature_name)
+    activations, reduced = outputs[feature_name], outputs[reduction_name]
+    if not reduced.requires_grad:
+        raise AllGradientsZeroError(
+            f"all gradients are zero: the reduction layer {reduction_name!r} does not depend on the "
+            f"feature layer {feature_name!r} (it is not downstream of it), so the score cannot change "
+            "with the feature map. Choose a feature layer upstream of the reduction layer.")
+
+    stacked = label is not None and _is_sequence(label)
+    scores, label_indices = _score_functions(net, reduced, label, reduction, mask, layout)
+    xp = get_xp(activations.data)
+    score_tensors = [score(reduced) for score in scores]
+    gradients = xp.stack([grad(s, [activations])[0] for s in score_tensors])               # (K, B, C, *S)
+    score_values = xp.stack([_per_observation_scores(score, reduced) for score in scores])  # (K, B)
+    _check_gradients_not_all_zero(xp, gradients, feature_name, reduction_name)
+
+    spatial_axes = tuple(range(3, gradients.ndim))
+    weights = gradients.mean(axis=spatial_axes)                                            # (K, B, C)
+    weighted = (weights.reshape(weights.shape + (1,) * len(spatial_axes)) * activations.data[None]).sum(axis=2)
+    raw = xp.maximum(weighted, 0.0)                                                         # (K, B, *S)
+
+    raw_map = layout.map_from_internal(raw, stacked=stacked)
+    if upsampling == "none":
+        score_map = raw_map
+    else:
+        resized = resize_map(layout.map_for_resize(raw), layout.map_resize_size(), upsampling)
+        score_map = layout.map_from_resized(resized, stacked=stacked)
+
+    out = (lambda a: a) if keep_on_device else to_numpy
+    return GradCAMResult(
+        map=out(score_map), feature_layer=feature_name, reduction_layer=reduction_name,
+        activations=out(activations.data), gradients=out(gradients), weights=out(weights),
+        raw_map=out(raw_map), scores=out(score_values), labels=label_indices, upsampling=upsampling,
+        info={"device": on, "dtype": compute_dtype.name, "format": layout.format,
+              "recorded_ops": [node.op for node in graph_nodes(score_tensors[0])]})
+
+
+def _is_sequence(label: Any) -> bool:
+    return isinstance(label, (list, tuple)) or (hasattr(label, "ndim") and label.ndim > 0)
+
+
+def _class_index(net: Network, label: Any, num_classes: int) -> int:
+    """One label (class name or 0-based index) as a channel index of the reduction output."""
+    if isinstance(label, str):
+        classes = net.classes
+        if classes is None:
+            raise LabelError(f"label {label!r} is a class name but this network has no class names "
+                             "(no classification layer); pass a 0-based integer index.")
+        if label not in classes:
+            shown = ", ".join(repr(c) for c in list(classes)[:20])
+            raise LabelError(f"label {label!r} is not a class of this network; classes are: {shown}"
+                             + (", ..." if len(classes) > 20 else "") + ".")
+        index = list(classes).index(label)
+    elif isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
+        index = int(label)
+    else:
+        raise LabelError(f"a label is a class name (str) or a 0-based integer index, not {label!r}.")
+    if not 0 <= index < num_classes:
+        raise LabelError(
+            f"label index {index} is out of range for a reduction output with {num_classes} channels "
+            f"(valid: 0..{num_classes - 1}; refcam's indices are 0-based, MATLAB's are 1-based).")
+    return index
+
+
+def _score_functions(net: Network, reduced: Tensor, label: Any, reduction: Any, mask: Any,
+                     layout: Any) -> tuple[list[Callable[[Tensor], Tensor]], list[int] | None]:
+    """One score function per label: Tensor (B, C, *S) -> scalar Tensor (summed over the batch)."""
+    if reduction is not None:
+        if mask is not None:
+            raise GradCAMError("mask= restricts a class score; with reduction= put the mask in the function.")
+        return [lambda y: _sum_reduction(reduction, y)], None
+    labels = list(label) if _is_sequence(label) else [label]
+    if not labels:
+        raise LabelError("label is an empty sequence; give at least one class.")
+    indices = [_class_index(net, one, reduced.shape[1]) for one in labels]
+    weight = None if mask is None else _mask_weight(mask, reduced, layout)
+    return [_class_score(c, weight) for c in indices], indices
+
+
+def _class_score(c: int, weight: Any) -> Callable[[Tensor], Tensor]:
+    """G14: y = sum over batch and positions of Y[:, c] (times the mask, if any)."""
+    def score(y: Tensor) -> Tensor:
+        channel = y[:, c]
+        return (channel * weight).sum() if weight is not None else channel.sum()
+    return score
+
+
+def _mask_weight(mask: Any, reduced: Tensor, layout: Any) -> Any:
+    """The mask as a 0/1 array broadcastable against ``Y[:, c]`` (shape ``(1, *S)``)."""
+    xp = reduced.xp
+    spatial = reduced.shape[2:]
+    mask = xp.asarray(to_device(mask, "gpu" if xp is not np else "cpu"))
+    if mask.dtype != bool:
+        raise GradCAMError(f"mask must be a boolean array, not {mask.dtype}.")
+    mask = layout.mask_to_internal(mask, spatial)
+    return mask.astype(reduced.dtype)[None]
+
+
+def _observation_view(y: Tensor) -> Tensor:
+    """One observation of the reduction output as the user sees it: (C,) or (*S, C)."""
+    spatial = y.shape[1:]
+    if all(n == 1 for n in spatial):
+        return y.reshape((y.shape[0],))
+    return y.transpose(tuple(range(1, y.ndim)) + (0,))
+
+
+def _sum_reduction(reduction: Callable[[Tensor], Tensor], y: Tensor) -> Tensor:
+    """G3 for every observation, summed (observations are independent at inference)."""
+    total = None
+    for b in range(y.shape[0]):
+        value = reduction(_observation_view(y[b]))
+        if not isinstance(value, Tensor):
+            raise ReductionError(
+                f"the reduction function returned {type(value).__name__}, not a refcam Tensor; build the "
+                "score from its argument with Tensor operations (indexing, +, *, sum, mean, ...).")
+        if value.size != 1:
+            raise ReductionError(
+                f"the reduction function must return a scalar, but returned shape {value.shape}; "
+                "reduce it, e.g. with .sum() or by indexing one element.")
+        value = value.reshape(())
+        total = value if total is None else total + value
+    return total
+
+
+def _per_observation_scores(score: Callable[[Tensor], Tensor], reduced: Tensor) -> Any:
+    """The score of each observation separately, for the record: shape (B,)."""
+    xp = reduced.xp
+    values = [score(Tensor(reduced.data[b:b + 1])).data for b in range(reduced.shape[0])]
+    return xp.stack([xp.asarray(v).reshape(()) for v in values])
+
+
+def _check_gradients_not_all_zero(xp: Any, gradients: Any, feature: str, reduction: str) -> None:
+    """MATLAB's AllGradientsZero: a gradient that is zero everywhere gives no map."""
+    per_label = xp.abs(gradients).reshape(gradients.shape[0], gradients.shape[1], -1).max(axis=2)
+    zero = to_numpy(per_label == 0)
+    if zero.any():
+        k, b = map(int, np.argwhere(zero)[0])
+        raise AllGradientsZeroError(
+            f"all gradients of the score (label #{k}, observation #{b}) with respect to the feature layer "
+            f"{feature!r} are zero, so the Grad-CAM map is undefined. The reduction layer {reduction!r} may "
+            "be saturated (a softmax probability of exactly 1 or 0: use the fully connected layer as "
+            "reduction_layer for logit Grad-CAM) or the score may not depend on this feature layer.")
