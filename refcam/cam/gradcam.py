@@ -84,8 +84,9 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
         sequence of either: maps are stacked on a trailing axis (G1, G2).
     reduction : callable, optional
         ``reduction(y) -> scalar Tensor`` where ``y`` is the reduction layer's
-        output for one observation: shape ``(C,)`` when it has no spatial extent,
-        else ``(*S, C)`` (MATLAB order). Exclusive with ``label`` (G3).
+        output for one observation, in MATLAB's order: ``(C,)`` when it has no
+        spatial extent, ``(*S, C)`` for images, ``(C, T)`` for sequences.
+        Exclusive with ``label`` (G3).
     feature_layer, reduction_layer : str, optional
         Layer names; defaults follow MATLAB (G5, G6).
     format : str, optional
@@ -197,7 +198,8 @@ def _score_functions(net: Network, reduced: Tensor, label: Any, reduction: Any, 
     if reduction is not None:
         if mask is not None:
             raise GradCAMError("mask= restricts a class score; with reduction= put the mask in the function.")
-        return [lambda y: _sum_reduction(reduction, y)], None
+        channels_first = net.input_layer.default_format.startswith("C")
+        return [lambda y: _sum_reduction(reduction, y, channels_first)], None
     labels = list(label) if _is_sequence(label) else [label]
     if not labels:
         raise LabelError("label is an empty sequence; give at least one class.")
@@ -225,19 +227,21 @@ def _mask_weight(mask: Any, reduced: Tensor, layout: Any) -> Any:
     return mask.astype(reduced.dtype)[None]
 
 
-def _observation_view(y: Tensor) -> Tensor:
-    """One observation of the reduction output as the user sees it: (C,) or (*S, C)."""
+def _observation_view(y: Tensor, channels_first: bool) -> Tensor:
+    """One observation of the reduction output as MATLAB passes it: (C,), (*S, C) or, for sequences, (C, T)."""
     spatial = y.shape[1:]
     if all(n == 1 for n in spatial):
         return y.reshape((y.shape[0],))
+    if channels_first:
+        return y
     return y.transpose(tuple(range(1, y.ndim)) + (0,))
 
 
-def _sum_reduction(reduction: Callable[[Tensor], Tensor], y: Tensor) -> Tensor:
+def _sum_reduction(reduction: Callable[[Tensor], Tensor], y: Tensor, channels_first: bool) -> Tensor:
     """G3 for every observation, summed (observations are independent at inference)."""
     total = None
     for b in range(y.shape[0]):
-        value = reduction(_observation_view(y[b]))
+        value = reduction(_observation_view(y[b], channels_first))
         if not isinstance(value, Tensor):
             raise ReductionError(
                 f"the reduction function returned {type(value).__name__}, not a refcam Tensor; build the "

@@ -205,5 +205,5 @@ class SequenceInputLayer(InputLayer):
                 f"found {shape[2]}.")
 
     def describe(self) -> str:
-        """``Sequence input with 12 dimensions``."""
-        return f"Sequence input with {self.input_size} dimensions{self._normalization_text()}"
+        """``Sequence input with 12 dimensions`` (MATLAB does not show the normalisation here)."""
+        return f"Sequence input with {self.input_size} dimensions"

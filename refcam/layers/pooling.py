@@ -126,8 +126,8 @@ class GlobalPoolingLayer(Layer):
         return (shape[0],) + (1,) * self.spatial_rank
 
     def describe(self) -> str:
-        """``Global average pooling`` / ``Global max pooling``."""
-        return f"Global {self.operation} pooling"
+        """``1-D global average pooling``, ``2-D global max pooling``, ... (MATLAB's text)."""
+        return f"{self.spatial_rank}-D global {self.operation} pooling"
 
 
 @dataclass(eq=False, kw_only=True)

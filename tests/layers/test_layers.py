@@ -505,7 +505,8 @@ def test_other_descriptions():
     assert ClippedReLULayer("c", ceiling=6).describe() == "Clipped ReLU with ceiling 6"
     assert MaxPooling2dLayer("m", pool_size=3, stride=2, padding="same").describe() == \
         "3x3 max pooling with stride [2  2] and padding 'same'"
-    assert GlobalAveragePooling2dLayer("g").describe() == "Global average pooling"
+    assert GlobalAveragePooling2dLayer("g").describe() == "2-D global average pooling"
+    assert GlobalAveragePooling1dLayer("g").describe() == "1-D global average pooling"
     assert AdditionLayer("a", num_inputs=2).describe() == "Element-wise addition of 2 inputs"
     assert DepthConcatenationLayer("d", num_inputs=3).describe() == "Depth concatenation of 3 inputs"
     assert ImageInputLayer("i", input_size=(224, 224, 3), normalization="none").describe() == "224x224x3 images"
@@ -643,9 +644,12 @@ def test_vjp_through_normalization_layers(rng):
 
 # --- registry and properties ---------------------------------------------------------------
 def test_registry_kinds_types_and_json_properties(rng):
-    assert len(LAYER_KINDS) == 32
-    for kind, cls in LAYER_KINDS.items():
-        assert issubclass(cls, Layer) and cls.kind == kind and cls.type and "MATLAB" in cls.__doc__
+    import refcam.layers as layers_module
+    matlab_set = {cls for cls in vars(layers_module).values()
+                  if isinstance(cls, type) and issubclass(cls, Layer) and cls.kind}
+    assert len(matlab_set) == 32
+    for cls in matlab_set:
+        assert LAYER_KINDS[cls.kind] is cls and cls.type and "MATLAB" in cls.__doc__
     for layer in digits_regression_layers(rng) + [case[0] for case in float32_cases(rng)]:
         json.dumps(layer.properties())
         rebuilt = type(layer)(layer.name, layer.inputs, **layer.properties(), **layer.params())
