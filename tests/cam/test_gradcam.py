@@ -390,3 +390,17 @@ def torch_classifier(torch, net):
         def forward(self, x):
             return self.head_probs(self.features(x))
     return Model()
+
+
+def test_reduction_function_sees_matlab_layout(rng, classifier, image):
+    seen = []
+
+    def record_shape(y):
+        seen.append(y.shape)
+        return (y * y).sum()
+    sequence_net = nets.sequence_1d(rng)
+    gradcam(sequence_net, rng.standard_normal((4, 19)), reduction=record_shape,
+            feature_layer="conv1d_1", reduction_layer="layernorm_1")
+    gradcam(classifier, image, reduction=record_shape, feature_layer="relu_1", reduction_layer="relu_2")
+    gradcam(classifier, image, reduction=record_shape)
+    assert list(dict.fromkeys(seen)) == [(5, 19), (4, 4, 5), (3,)]  # (C, T) for sequences, (*S, C) for images, (C,) without S
