@@ -15,6 +15,7 @@ from .activation import ClippedReLULayer, LeakyReLULayer, ReLULayer, SoftmaxLaye
 from .base import LAYER_KINDS, Layer, param, register
 from .combine import AdditionLayer, DepthConcatenationLayer, MultiInputLayer
 from .common import internal_padding, matlab_padding_from_internal
+from .extra import PaddingLayer, ScalingLayer, SigmoidLayer, TanhLayer
 from .convolution import (Convolution1dLayer, Convolution2dLayer, Convolution3dLayer, ConvolutionLayer,
                           GroupedConvolution2dLayer)
 from .input import Image3dInputLayer, ImageInputLayer, InputLayer, SequenceInputLayer
@@ -40,4 +41,5 @@ __all__ = [
     "DropoutLayer", "FlattenLayer", "FullyConnectedLayer",
     "AdditionLayer", "DepthConcatenationLayer", "MultiInputLayer",
     "ClassificationLayer", "RegressionLayer",
+    "PaddingLayer", "ScalingLayer", "SigmoidLayer", "TanhLayer",
 ]

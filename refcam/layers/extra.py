@@ -1,0 +1,206 @@
+"""Layers that importers need beyond MATLAB's core set: sigmoid, tanh, constant padding, scaling.
+
+All take ``(B, C, *S)`` Tensors and call :mod:`refcam.ops`::
+
+    Sigmoid   y = 1 / (1 + exp(-x))                        (MATLAB sigmoidLayer)
+    Tanh      y = tanh(x)                                  (MATLAB tanhLayer)
+    Padding   y = x with padding[i] cells of ``value`` before (i < N) or after (i >= N)
+              spatial axis i mod N; out_i = S_i + begin_i + end_i
+                                                           (Keras ZeroPadding1D/2D/3D, ONNX Pad)
+    Scaling   y = x * scale + offset                       (Keras Rescaling, ONNX Mul/Add/Sub/Div
+                                                            by constants; MATLAB scalingLayer)
+
+All four are smooth everywhere (padding and scaling are affine). ``padding`` is
+in refcam's internal order ``(begins..., ends...)``; ``describe()`` shows it in
+MATLAB's per-axis ``[begin end]`` order like the convolution layers do.
+
+``scale`` and ``offset`` are arrays in the internal layout of one observation:
+0-d (one number), or one axis per observation axis ``(C, *S)``, each of size 1
+or the observation's (per channel: ``(C, 1, ..., 1)``). They broadcast against
+``(B, C, *S)``.
+
+Convolutions that Keras and ONNX write and MATLAB names differently are plain
+:mod:`refcam.layers.convolution` layers: depthwise = grouped convolution with
+``groups = C`` (``num_filters = C * multiplier``, output channel
+``c * multiplier + j`` sees input channel ``c``); separable = that depthwise
+layer followed by a 1x1 convolution; ReLU6 = ``ClippedReLULayer(ceiling=6)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..autodiff import Tensor
+from ..backend import get_xp
+from ..errors import LayerConfigError, LayerShapeError
+from ..ops import activation
+from ..ops.shape import check_padding, pad
+from .base import Layer, param, register
+from .common import (SameShapeLayer, as_array, check_input_count, check_rank, constant, describe_owner,
+                     matlab_padding_from_internal, padding_text, scalar2str, size_text)
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class SigmoidLayer(SameShapeLayer):
+    """MATLAB ``sigmoidLayer``: ``y = 1 / (1 + exp(-x))`` element-wise."""
+
+    kind = "sigmoid"
+    type = "Sigmoid"
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``activation.sigmoid(x)``."""
+        (x,) = xs
+        return activation.sigmoid(x)
+
+    def describe(self) -> str:
+        """``sigmoid``."""
+        return "sigmoid"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class TanhLayer(SameShapeLayer):
+    """MATLAB ``tanhLayer``: ``y = tanh(x)`` element-wise."""
+
+    kind = "tanh"
+    type = "Tanh"
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``activation.tanh(x)``."""
+        (x,) = xs
+        return activation.tanh(x)
+
+    def describe(self) -> str:
+        """``Hyperbolic tangent``."""
+        return "Hyperbolic tangent"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class PaddingLayer(Layer):
+    """Constant padding of the spatial axes: ``padding = (begins..., ends...)``, cells set to ``value``.
+
+    The number of spatial axes is ``len(padding) // 2``. Keras ``ZeroPadding2D(((1, 2), (3, 4)))``
+    is ``PaddingLayer(padding=(1, 3, 2, 4))``.
+    """
+
+    padding: Any
+    value: float = 0.0
+
+    kind = "padding"
+    type = "Padding"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        padding = tuple(self.padding) if isinstance(self.padding, (tuple, list)) else (self.padding,)
+        if not padding or len(padding) % 2:
+            raise LayerConfigError(
+                f"{describe_owner(self)}: padding {self.padding!r} must hold 2N integers "
+                "(begins..., ends...) for N spatial axes.")
+        try:
+            self.padding = check_padding(padding, len(padding) // 2)
+        except LayerConfigError as err:
+            raise LayerConfigError(f"{describe_owner(self)}: {err}") from err
+        self.value = _finite_float(self, "value", self.value)
+
+    @property
+    def spatial_rank(self) -> int:
+        """Number of padded spatial axes."""
+        return len(self.padding) // 2
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
+        """``(C, S_1 + begin_1 + end_1, ...)``; a free axis (None) stays free."""
+        check_input_count(self, shapes)
+        (shape,) = shapes
+        rank = self.spatial_rank
+        check_rank(self, shape, rank)
+        spatial = tuple(None if n is None else n + self.padding[i] + self.padding[rank + i]
+                        for i, n in enumerate(shape[1:]))
+        return (shape[0], *spatial)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``shape.pad(x, padding, value)``."""
+        (x,) = xs
+        self.output_shape(x.shape[1:])
+        return pad(x, self.padding, self.value)
+
+    def describe(self) -> str:
+        """``Padding [1  2  3  4] with value 0`` (per-axis ``[begin end]``, MATLAB's order)."""
+        return (f"Padding {padding_text(matlab_padding_from_internal(self.padding))} "
+                f"with value {scalar2str(self.value)}")
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class ScalingLayer(Layer):
+    """``y = x * scale + offset``; ``scale`` (default 1) and ``offset`` (default 0) broadcast per observation.
+
+    Shapes: 0-d, or ``(C, *S)`` with each axis of size 1 or the observation's
+    (module docstring). Keras ``Rescaling(scale=1/255, offset=-0.5)`` is
+    ``ScalingLayer(scale=1/255, offset=-0.5)``.
+    """
+
+    scale: Any = param(default=None)
+    offset: Any = param(default=None)
+
+    kind = "scaling"
+    type = "Scaling"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        xp = get_xp(self.scale, self.offset)
+        self.scale = xp.asarray(1.0) if self.scale is None else as_array(self.scale)
+        self.offset = xp.asarray(0.0) if self.offset is None else as_array(self.offset)
+        for name in ("scale", "offset"):
+            array = getattr(self, name)
+            if array.dtype.kind != "f" or not bool(get_xp(array).isfinite(array).all()):
+                raise LayerConfigError(
+                    f"{describe_owner(self)}: {name} must hold finite floating-point numbers; found "
+                    f"dtype {array.dtype} with shape {tuple(array.shape)}.")
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
+        """The input shape; ``scale`` and ``offset`` must broadcast to it."""
+        check_input_count(self, shapes)
+        (shape,) = shapes
+        for name in ("scale", "offset"):
+            self._check_broadcast(name, tuple(shape))
+        return tuple(shape)
+
+    def _check_broadcast(self, name: str, shape: tuple[int | None, ...]) -> None:
+        found = tuple(getattr(self, name).shape)
+        if not found:
+            return
+        fits = len(found) == len(shape) and all(f == 1 or f == n for f, n in zip(found, shape))
+        if not fits:
+            raise LayerShapeError(
+                f"{describe_owner(self)}: {name} has shape {found}, which does not broadcast to an "
+                f"observation of internal shape {shape} (C, *S); give a 0-d array or one axis per "
+                "observation axis, each of size 1 or the observation's.")
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``x * scale + offset``."""
+        (x,) = xs
+        self.output_shape(x.shape[1:])
+        return x * constant(self, "scale", x) + constant(self, "offset", x)
+
+    def describe(self) -> str:
+        """``Scaling by 0.0039216 with offset -0.5`` (arrays: ``Scaling by a 3x1x1 array ...``)."""
+        return f"Scaling by {_array_text(self.scale)} with offset {_array_text(self.offset)}"
+
+
+def _array_text(array: Any) -> str:
+    if array.ndim == 0:
+        return scalar2str(float(array))
+    return f"a {size_text(array.shape)} array"
+
+
+def _finite_float(layer: Layer, prop: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise LayerConfigError(f"{describe_owner(layer)}: {prop} {value!r} must be a finite number.")
+    return number
