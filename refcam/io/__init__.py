@@ -1,8 +1,47 @@
-"""Reading and writing networks: refcam's own HDF5 format (``docs/hdf5-format.md``).
+"""Reading and writing networks.
 
-``load`` sniffs the file's content (:func:`detect_format`) before reading it, so
-importers for other formats can be added behind the same entry point.
+:func:`load` looks at a file's *content* (never its name) and reads it with the
+matching reader:
+
+==============  ==========================================  ===========================
+content         reader                                      docs
+==============  ==========================================  ===========================
+refcam HDF5     :func:`refcam.io.hdf5.load`                 ``docs/hdf5-format.md``
+Keras HDF5      :func:`refcam.io.keras_h5.load_keras_h5`    ``docs/import.md``
+ONNX protobuf   :func:`refcam.io.onnx_import.load_onnx`     ``docs/import.md``
+==============  ==========================================  ===========================
+
+Anything else (or a truncated/corrupt file) raises a specific
+:class:`~refcam.errors.FileFormatError` that says what the file looks like.
+:func:`save` always writes refcam's own HDF5 format.
 """
-from .hdf5 import detect_format, load, save
+from __future__ import annotations
 
-__all__ = ["detect_format", "load", "save"]
+import os
+
+from ..errors import FileFormatError
+from ..network import Network
+from .hdf5 import detect_format, save, sniff
+from .hdf5 import load as load_refcam_hdf5
+
+
+def load(path: str | os.PathLike) -> Network:
+    """Load a network from a refcam HDF5, Keras HDF5 or ONNX file, detected by content.
+
+    >>> net = refcam.load("model.onnx")  # doctest: +SKIP
+    """
+    kind, description = sniff(path)
+    if kind == "refcam":
+        return load_refcam_hdf5(path)
+    if kind == "keras-hdf5":
+        from .keras_h5 import load_keras_h5
+        return load_keras_h5(path)
+    if kind == "onnx":
+        from .onnx_import import load_onnx
+        return load_onnx(path)
+    raise FileFormatError(
+        f"{os.fspath(path)} is not a network refcam can read: {description}. refcam reads its own "
+        "HDF5 format, Keras HDF5 (.h5) and ONNX files.")
+
+
+__all__ = ["detect_format", "load", "load_refcam_hdf5", "save", "sniff"]

@@ -223,8 +223,9 @@ def _sniff_other(path: str, head: bytes) -> tuple[str, str]:
                        "look like this); refcam never unpickles files")
     if head[:1] == b"\x80" and head[1:2] in {bytes([n]) for n in range(2, 6)}:
         return "pickle", "it is a Python pickle; refcam never unpickles files"
-    if path.lower().endswith(".onnx"):
-        return "onnx", "it looks like an ONNX model (named .onnx, not HDF5)"
+    from .onnx_import import looks_like_onnx
+    if looks_like_onnx(head):
+        return "onnx", "it looks like an ONNX model (a protobuf ModelProto)"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:

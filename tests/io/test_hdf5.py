@@ -306,7 +306,9 @@ def test_keras_file_is_recognised(tmp_path: Path) -> None:
         f.attrs["keras_version"] = "2.15.0"
         f.create_group("model_weights")
     with pytest.raises(FileFormatError, match="Keras HDF5 model"):
-        refcam.io.load(path)
+        refcam.io.load_refcam_hdf5(path)
+    with pytest.raises(FileFormatError, match="'model_config'"):
+        refcam.io.load(path)  # handed to the Keras importer, which finds no architecture
 
 
 def test_matlab_v73_mat_file_is_recognised(tmp_path: Path) -> None:
