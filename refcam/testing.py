@@ -115,3 +115,33 @@ def check_vjp(fn: Callable[..., Tensor], inputs: Sequence[Any], *, seed: int = 0
                 f"> allowed {check.allowed:.3e} (rtol={rtol}, atol={atol}, eps={eps}).")
         results.append(check)
     return results
+
+
+# Grad-CAM goldens and peer libraries (refcam.compare; policy in docs/oracle.md). The check is
+# max |candidate - golden| <= atol + rtol * max |golden|, stage by stage.
+TOLERANCES.update({
+    # a float64 implementation against a refcam golden: only summation order may differ
+    "golden-float64": {"rtol": 1e-10, "atol": 0.0},
+    # a float32 implementation against a float64 golden (error grows with the depth of the head)
+    "golden-float32": {"rtol": 1e-4, "atol": 0.0},
+    # refcam's compatibility modes against the real peer library, both computing in float64
+    "peer-float64": {"rtol": 1e-12, "atol": 0.0},
+    # ... against a peer that computes (or casts) in float32 (pytorch-grad-cam resizes in float32)
+    "peer-float32": {"rtol": 1e-5, "atol": 0.0},
+})
+
+
+def assert_cam_close(candidate: Any, golden: Any, **options: Any) -> Any:
+    """Assert that ``candidate`` matches ``golden`` (:func:`refcam.compare`); raise AssertionError with the report.
+
+    ``options`` are :func:`refcam.compare`'s (``rtol``, ``atol``, ``preset``,
+    ``top_k``). Returns the :class:`~refcam.compare.ComparisonReport` when it passes.
+
+    >>> assert_cam_close(my_map, "cat.golden.h5", preset="float32")   # doctest: +SKIP
+    """
+    from .compare import compare
+
+    report = compare(candidate, golden, **options)
+    if not report.passed:
+        raise AssertionError("\n" + str(report))
+    return report

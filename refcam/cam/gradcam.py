@@ -69,7 +69,7 @@ class GradCAMResult:
 def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Tensor], Tensor] | None = None,
             feature_layer: str | None = None, reduction_layer: str | None = None, format: str | None = None,
             upsampling: str = "bicubic", device: str = "auto", dtype: str = "float64", mask: Any = None,
-            keep_on_device: bool = False) -> GradCAMResult:
+            keep_on_device: bool = False, convention: str = "matlab") -> GradCAMResult:
     """Grad-CAM map of ``x`` for ``label`` (or a ``reduction`` function), as MATLAB's ``gradCAM``.
 
     Parameters
@@ -102,6 +102,11 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
         the reduction output (shape of its spatial dimensions, MATLAB order).
     keep_on_device : bool
         Return CuPy arrays when computing on the GPU (default: NumPy).
+    convention : str
+        "matlab" (this function's own recipe) or a peer library's recipe:
+        "pytorch-grad-cam", "captum", "torchcam", "tf-keras-vis", "keras-example"
+        (:func:`refcam.cam.conventions.gradcam_as`, which also takes the peers'
+        own options; ``upsampling`` and ``keep_on_device`` apply to "matlab" only).
 
     Returns
     -------
@@ -115,6 +120,10 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
     >>> res = gradcam(net, image, "toy poodle")            # doctest: +SKIP
     >>> score_map, feature_layer, reduction_layer = res     # doctest: +SKIP
     """
+    if convention != "matlab":
+        from .conventions import gradcam_as  # conventions builds on this function
+        return gradcam_as(convention, net, x, label, reduction=reduction, feature_layer=feature_layer,
+                          reduction_layer=reduction_layer, format=format, dtype=dtype, device=device, mask=mask)
     if upsampling not in UPSAMPLING_METHODS:
         raise GradCAMError(f"upsampling must be one of {UPSAMPLING_METHODS}, not {upsampling!r}.")
     if (label is None) == (reduction is None):
@@ -136,7 +145,7 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
             f"feature layer {feature_name!r} (it is not downstream of it), so the score cannot change "
             "with the feature map. Choose a feature layer upstream of the reduction layer.")
 
-    stacked = label is not None and _is_sequence(label)
+    stacked = label is not None and is_label_sequence(label)
     scores, label_indices = _score_functions(net, reduced, label, reduction, mask, layout)
     xp = get_xp(activations.data)
     score_tensors = [score(reduced) for score in scores]
@@ -165,7 +174,7 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
               "recorded_ops": [node.op for node in graph_nodes(score_tensors[0])]})
 
 
-def _is_sequence(label: Any) -> bool:
+def is_label_sequence(label: Any) -> bool:
     return isinstance(label, (list, tuple)) or (hasattr(label, "ndim") and label.ndim > 0)
 
 
@@ -200,7 +209,7 @@ def _score_functions(net: Network, reduced: Tensor, label: Any, reduction: Any, 
             raise GradCAMError("mask= restricts a class score; with reduction= put the mask in the function.")
         channels_first = net.input_layer.default_format.startswith("C")
         return [lambda y: _sum_reduction(reduction, y, channels_first)], None
-    labels = list(label) if _is_sequence(label) else [label]
+    labels = list(label) if is_label_sequence(label) else [label]
     if not labels:
         raise LabelError("label is an empty sequence; give at least one class.")
     indices = [_class_index(net, one, reduced.shape[1]) for one in labels]

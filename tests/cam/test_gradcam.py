@@ -404,3 +404,13 @@ def test_reduction_function_sees_matlab_layout(rng, classifier, image):
     gradcam(classifier, image, reduction=record_shape, feature_layer="relu_1", reduction_layer="relu_2")
     gradcam(classifier, image, reduction=record_shape)
     assert list(dict.fromkeys(seen)) == [(5, 19), (4, 4, 5), (3,)]  # (C, T) for sequences, (*S, C) for images, (C,) without S
+
+
+def test_convention_keyword_dispatches_to_peer_recipes(classifier, image):
+    from refcam.cam.conventions import gradcam_as
+    for convention in ("pytorch-grad-cam", "captum", "torchcam"):
+        via_keyword = gradcam(classifier, image, "cat", convention=convention)
+        direct = gradcam_as(convention, classifier, image, "cat")
+        np.testing.assert_array_equal(via_keyword.map, direct.map)
+    with pytest.raises(GradCAMError, match="convention"):
+        gradcam(classifier, image, "cat", convention="grad-cam")
