@@ -142,8 +142,9 @@ class Layout:
     def from_internal(self, y: Any) -> Any:
         """Put a network result ``(B, C, *spatial)`` back in the caller's layout.
 
-        * A result without spatial axes, ``(B, K)`` (a classifier's scores, a
-          regression), is returned as it is: MATLAB's N x K.
+        * A result without spatial extent, ``(B, K)`` or ``(B, K, 1, ..., 1)`` (a
+          classifier's scores after global pooling, a regression), is returned as
+          ``(B, K)``: MATLAB's N x K.
         * A result with as many spatial axes as the input is returned in the
           caller's letters with the result's sizes: ``(B, K, h', w')`` for
           format ``"SSC"`` becomes ``h' x w' x K`` (the batch axis, of size 1,
@@ -151,6 +152,8 @@ class Layout:
 
         >>> Layout("SSC", (4, 4, 3)).from_internal(np.zeros((1, 5, 2, 2))).shape
         (2, 2, 5)
+        >>> Layout("SSC", (4, 4, 3)).from_internal(np.zeros((1, 5, 1, 1))).shape
+        (1, 5)
 
         Raises
         ------
@@ -159,6 +162,8 @@ class Layout:
         """
         if y.ndim == 2:
             return y
+        if all(n == 1 for n in y.shape[2:]):
+            return y.reshape(y.shape[:2])
         if y.ndim != 2 + len(self.spatial_letters):
             raise ShapeError(
                 f"a result of shape {tuple(y.shape)} (B, C, *spatial) cannot be put in the input's "

@@ -194,6 +194,8 @@ def test_from_internal_puts_spatial_results_in_the_callers_letters(fmt, internal
 def test_from_internal_keeps_scores_as_batch_by_classes(rng):
     scores = rng.standard_normal((B, 10))
     assert Layout("SSCB", (H, W, C, B)).from_internal(scores) is scores
+    pooled = scores.reshape(B, 10, 1, 1)
+    np.testing.assert_array_equal(Layout("SSCB", (H, W, C, B)).from_internal(pooled), scores)
     with pytest.raises(ShapeError, match=r"1 spatial axes, the input 2"):
         Layout("SSC", (H, W, C)).from_internal(rng.standard_normal((1, 10, 4)))
 
