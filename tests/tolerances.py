@@ -6,4 +6,4 @@ F32 = TOLERANCES["float32"]
 CROSS = TOLERANCES["crosscheck"]
 # refcam against the committed PyTorch/Captum goldens in fixtures/ (float64):
 # max |refcam - golden| / max |golden| on outputs, A, dscore/dA, alpha and raw maps
-GOLDEN_RELATIVE = 1e-10
+GOLDEN_RELATIVE = TOLERANCES["golden-float64"]["rtol"]
