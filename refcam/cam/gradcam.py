@@ -153,10 +153,7 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
     score_values = xp.stack([_per_observation_scores(score, reduced) for score in scores])  # (K, B)
     _check_gradients_not_all_zero(xp, gradients, feature_name, reduction_name)
 
-    spatial_axes = tuple(range(3, gradients.ndim))
-    weights = gradients.mean(axis=spatial_axes)                                            # (K, B, C)
-    weighted = (weights.reshape(weights.shape + (1,) * len(spatial_axes)) * activations.data[None]).sum(axis=2)
-    raw = xp.maximum(weighted, 0.0)                                                         # (K, B, *S)
+    weights, raw = channel_weights_and_map(gradients, activations.data)
 
     raw_map = layout.map_from_internal(raw, stacked=stacked)
     if upsampling == "none":
@@ -174,7 +171,21 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
               "recorded_ops": [node.op for node in graph_nodes(score_tensors[0])]})
 
 
+def channel_weights_and_map(gradients: Any, activations: Any) -> tuple[Any, Any]:
+    """G13: ``alpha_k = (1/N) sum_p dy/dA_k[p]`` and ``M = ReLU(sum_k alpha_k A_k)``.
+
+    ``gradients`` (K, B, C, *S) and ``activations`` (B, C, *S) give ``alpha``
+    (K, B, C) and the raw maps (K, B, *S).
+    """
+    xp = get_xp(gradients)
+    spatial_axes = tuple(range(3, gradients.ndim))
+    weights = gradients.mean(axis=spatial_axes)                                   # (K, B, C)
+    per_position = weights.reshape(weights.shape + (1,) * len(spatial_axes))       # (K, B, C, 1, ..., 1)
+    return weights, xp.maximum((per_position * activations[None]).sum(axis=2), 0.0)
+
+
 def is_label_sequence(label: Any) -> bool:
+    """True for a list, tuple or array of labels (maps stacked on a trailing axis, G2)."""
     return isinstance(label, (list, tuple)) or (hasattr(label, "ndim") and label.ndim > 0)
 
 
