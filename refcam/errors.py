@@ -74,6 +74,22 @@ class LayerConfigError(NetworkError):
     """A layer's properties are invalid (negative stride, unknown padding mode, ...)."""
 
 
+class ParameterError(LayerConfigError):
+    """A layer's array parameter is missing or unusable; ``param`` names it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class MissingParameterError(ParameterError):
+    """A parameter the layer needs was never given."""
+
+
+class ParameterShapeError(ParameterError, ShapeError):
+    """A parameter has a shape that does not fit the layer."""
+
+
 class LayerNotFoundError(RefcamError, KeyError):
     """A layer name given by the user is not in the network."""
 

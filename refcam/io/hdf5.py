@@ -41,6 +41,7 @@ from ..errors import (
     InputDtypeError,
     LayerConfigError,
     MissingDatasetError,
+    MissingParameterError,
     NonFiniteInputError,
     RefcamError,
     SchemaVersionError,
@@ -551,7 +552,7 @@ def _build_layer(entry: dict[str, Any], cls: type["Layer"], arrays: dict[str, np
         if isinstance(err, ShapeError):
             raise WeightShapeError(f"{context}: {err} (datasets: {_describe_arrays(name, arrays)})") from err
         if isinstance(err, LayerConfigError):
-            raise _file_error_for_layer(err, where, context, name, cls, arrays) from err
+            raise _file_error_for_layer(err, where, context, name) from err
         raise _with_context(err, context) from err
     except (TypeError, ValueError) as err:
         raise FileFormatError(f"{where}: invalid properties {properties} ({err}).") from err
@@ -579,23 +580,15 @@ def _properties_without_default(cls: type["Layer"]) -> list[str]:
             and field.name in cls.property_names()]
 
 
-def _file_error_for_layer(err: LayerConfigError, where: str, context: str, name: str,
-                          cls: type["Layer"], arrays: dict[str, np.ndarray]) -> RefcamError:
-    """A layer's complaint about a parameter, as the file error that names the dataset.
+def _file_error_for_layer(err: LayerConfigError, where: str, context: str, name: str) -> RefcamError:
+    """A layer's complaint about one of its parameters, as the file error naming the dataset.
 
-    A message quoting a parameter the file lacks becomes MissingDatasetError; one
-    quoting a parameter the file has and speaking of its shape becomes
-    WeightShapeError; anything else (a property value) keeps its type.
+    A missing parameter (``MissingParameterError``) becomes MissingDatasetError;
+    any other complaint (a property value) keeps its type, with the file named.
     """
-    message = str(err)
-    quoted = [param for param in cls.param_names() if repr(param) in message]
-    absent = [param for param in quoted if param not in arrays]
-    if absent:
-        return MissingDatasetError(f"{where}: the dataset {dataset_path(name, absent[0])} is "
-                                   f"missing. {message}")
-    if quoted and "shape" in message:
-        found = {param: arrays[param] for param in quoted}
-        return WeightShapeError(f"{context}: {message} (datasets: {_describe_arrays(name, found)})")
+    if isinstance(err, MissingParameterError):
+        return MissingDatasetError(f"{where}: the dataset {dataset_path(name, err.param)} is "
+                                   f"missing. {err}")
     return _with_context(err, context)
 
 

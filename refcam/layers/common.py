@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from ..autodiff import Tensor
 from ..backend import get_xp, is_cupy_array, to_device
-from ..errors import LayerConfigError, LayerShapeError
+from ..errors import LayerConfigError, LayerShapeError, MissingParameterError, ParameterShapeError
 from ..ops.padding import effective_kernel, output_length, resolve_padding
 from .base import Layer
 
@@ -63,18 +63,18 @@ def check_param_shape(layer: Any, param: str, array: Any, expected: Sequence[int
     found = tuple(array.shape)
     if len(found) != len(expected) or any(e is not None and e != f for e, f in zip(expected, found)):
         shown = "(" + ", ".join("any" if e is None else str(e) for e in expected) + ")"
-        raise LayerConfigError(
+        raise ParameterShapeError(
             f"{describe_owner(layer)}: parameter {param!r} has shape {found}; expected {shown} "
-            "(refcam's internal layout, see docs/layers.md).")
+            "(refcam's internal layout, see docs/layers.md).", param)
 
 
 def require_param(layer: Any, param: str) -> Any:
     """The array of parameter ``param``, or a LayerConfigError when it was never set."""
     array = getattr(layer, param)
     if array is None:
-        raise LayerConfigError(
+        raise MissingParameterError(
             f"{describe_owner(layer)} has no {param!r}; give it when constructing the layer "
-            "(or load a trained network).")
+            "(or load a trained network).", param)
     return array
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..autodiff import Tensor
-from ..errors import LayerConfigError, LayerShapeError
+from ..errors import LayerConfigError, LayerShapeError, MissingParameterError, ParameterShapeError
 from .base import Layer, param, register
 from .common import (as_array, check_input_count, constant, describe_owner, int_tuple, positive_int,
                      size_text)
@@ -67,9 +67,9 @@ class InputLayer(Layer):
             self._check_statistic(stat)
         for stat in NEEDED_STATISTICS[self.normalization]:
             if getattr(self, stat) is None:
-                raise LayerConfigError(
+                raise MissingParameterError(
                     f"{describe_owner(self)}: normalization {self.normalization!r} needs the "
-                    f"statistic {stat!r}; give it (internal layout (C, *S), per channel or scalar).")
+                    f"statistic {stat!r}; give it (internal layout (C, *S), per channel or scalar).", stat)
         self._check_rescale_range()
 
     # -- shapes ---------------------------------------------------------------------
@@ -95,9 +95,9 @@ class InputLayer(Layer):
             found in (1, want) for found, want in zip(array.shape, expected))
         if not fits:
             shown = ", ".join("1" if n is None else f"{n} or 1" for n in expected)
-            raise LayerConfigError(
+            raise ParameterShapeError(
                 f"{describe_owner(self)}: statistic {stat!r} has shape {tuple(array.shape)}; expected "
-                f"({shown}) in internal layout (C, *S), or a 0-d scalar.")
+                f"({shown}) in internal layout (C, *S), or a 0-d scalar.", stat)
 
     def _check_rescale_range(self) -> None:
         if self.normalization.startswith("rescale") and bool((self.max <= self.min).any()):

@@ -655,3 +655,14 @@ def test_registry_kinds_types_and_json_properties(rng):
         json.dumps(layer.properties())
         rebuilt = type(layer)(layer.name, layer.inputs, **layer.properties(), **layer.params())
         assert rebuilt.describe() == layer.describe()
+
+
+def test_parameter_errors_name_the_parameter(rng):
+    from refcam.errors import MissingParameterError, ParameterShapeError, ShapeError
+    with pytest.raises(ParameterShapeError) as bad_shape:
+        FullyConnectedLayer("fc", output_size=3, weights=rng.standard_normal((3, 4)),
+                            bias=rng.standard_normal(4))
+    assert bad_shape.value.param == "bias" and isinstance(bad_shape.value, (LayerConfigError, ShapeError))
+    with pytest.raises(MissingParameterError) as missing:
+        ImageInputLayer("in", input_size=(4, 4, 1), normalization="zscore", mean=np.zeros((1, 1, 1)))
+    assert missing.value.param == "standard_deviation"
