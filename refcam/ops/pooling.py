@@ -50,7 +50,12 @@ Derivatives (``g = dL/dy``):
   rule over the whole spatial extent.
 
 Kernels loop over kernel offsets (``prod(kernel)`` steps), never over output
-positions: windows are strided views of the padded input.
+positions: windows are strided views of the padded input. The max-pool forward
+keeps a running maximum, ``y = max(y, x_pad[i*s + o])`` over the offsets ``o``
+(one strided slice each, updated in place), which gives the same array as a
+reduction over a window view (maximum is exact and order-free; a NaN in a
+window propagates either way) without the slow reduction over short strided
+axes. Average pooling sums over a window view.
 """
 from __future__ import annotations
 
@@ -203,9 +208,14 @@ def _divisor(xp: Any, geometry: PoolGeometry, count_include_pad: bool, dtype: An
 def max_pool_forward(x: Any, *, kernel: Sequence[int], stride: Sequence[int],
                      padding: Sequence[int], ceil_mode: bool = False) -> Any:
     """Array kernel of :func:`max_pool`: ``(B, C, *S) -> (B, C, *out)``."""
+    xp = get_xp(x)
     geometry = pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
     x_pad = pad_constant(x, geometry.extended_padding, -math.inf)
-    return _windows(x_pad, geometry).max(axis=_window_axes(geometry))
+    offsets = _offsets(geometry)
+    y = x_pad[_offset_slices(next(offsets), geometry)].copy()
+    for offset in offsets:
+        xp.maximum(y, x_pad[_offset_slices(offset, geometry)], out=y)
+    return y
 
 
 def max_pool_vjp_x(grad_y: Any, x: Any, y: Any, *, kernel: Sequence[int], stride: Sequence[int],
