@@ -24,19 +24,26 @@ Output size on each axis (input ``n``, kernel ``k``, stride ``s``, dilation ``d`
 
 Implementation (im2col + GEMM)
 ------------------------------
-``as_strided`` gives a copy-free view ``windows[b, c, *k, *o] = x_pad[b, c, o*s + k*d]``
-of shape ``(B, C, *k, *O)``. Reshaped row-major it is the column matrix
-``cols`` of shape ``(B, G, (C/G)*K, P)`` (``K = prod(k)``, ``P = prod(O)``; the
-reshape copies unless the view is already contiguous, e.g. a 1x1 kernel with
-stride 1). With ``W`` the weight as ``(G, F/G, (C/G)*K)``::
+The column matrix ``cols[c, k, b, o] = x_pad[b, c, o*s + k*d]`` of shape
+``(C, *k, B, *O)``, read as ``(G, (C/G)*K, B*P)`` (``K = prod(k)``,
+``P = prod(O)``), is built straight from ``x``: one strided-slice copy per
+kernel offset ``k``, with the cells that fall in the padding set to zero (the
+padded input is never materialised). With ``W`` the weight as
+``(G, F/G, (C/G)*K)``, one GEMM covers the whole batch::
 
-    y = W @ cols                      # (B, G, F/G, P), reshaped to (B, F, *O)
+    y = W @ cols                      # (G, F/G, B*P) -> (F, B, *O) -> (B, F, *O)
+
+When the column matrix would exceed ``COLUMN_BUDGET_BYTES`` (large 3-D
+inputs), the output is computed in tiles of consecutive indices on its first
+spatial axis, each with its own smaller column matrix; every output element is
+still one dot product of the same terms.
 
 VJPs (``g_y = dL/dy`` of shape ``(B, F, *O)``, as ``(B, G, F/G, P)``)
 -----------------------------------------------------------------
 * bias:   ``dL/dbias[f] = sum_{b, o} g_y[b, f, o]``.
-* weight: ``dL/dW = sum_b g_y[b] @ cols[b]^T`` (shape ``(G, F/G, (C/G)*K)``);
-  the columns are rebuilt from ``x`` rather than kept from the forward pass.
+* weight: ``dL/dW = g_y @ cols^T`` with ``g_y`` as ``(G, F/G, B*P)`` (shape
+  ``(G, F/G, (C/G)*K)``); the columns are rebuilt from ``x`` rather than kept
+  from the forward pass.
 * input (col2im, a transposed convolution):
   ``g_cols = W^T @ g_y`` (shape ``(B, G, (C/G)*K, P)`` viewed as ``(B, C, *k, *O)``), then
   ``dL/dx_pad[b, c, o*s + k*d] += g_cols[b, c, k, o]`` accumulated with one
@@ -58,7 +65,7 @@ from typing import Any, Sequence
 from ..autodiff import Tensor, record
 from ..backend import get_xp
 from ..errors import LayerConfigError, ShapeError
-from .padding import effective_kernel, output_length, pad_constant, unpad
+from .padding import effective_kernel, output_length, unpad
 
 Ints = tuple[int, ...]
 
@@ -128,23 +135,72 @@ def _check_grad_y(grad_y: Any, expected: Ints) -> None:
 
 
 # --- im2col and col2im ---------------------------------------------------------
-def _windows(x_pad: Any, kernel: Ints, out: Ints, stride: Ints, dilation: Ints) -> Any:
-    """Copy-free view ``(B, C, *kernel, *out)`` with ``[b, c, k, o] = x_pad[b, c, o*s + k*d]``."""
-    xp = get_xp(x_pad)
-    batch_step, channel_step, *axis_steps = x_pad.strides
-    shape = tuple(x_pad.shape[:2]) + kernel + out
-    strides = ((batch_step, channel_step)
-               + tuple(step * d for step, d in zip(axis_steps, dilation))
-               + tuple(step * s for step, s in zip(axis_steps, stride)))
-    return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)
+COLUMN_BUDGET_BYTES = 1 << 26  # largest column buffer built at once (64 MiB); larger ones are tiled
+
+
+def _valid_outputs(offset: int, dilation: int, stride: int, pad_begin: int, n: int,
+                   first: int, stop: int) -> tuple[int, int]:
+    """Range ``[lo, hi)`` of the outputs ``o`` in ``[first, stop)`` that read a real input cell.
+
+    Output ``o`` reads input ``o*s + k*d - p_begin`` at kernel offset ``k``; it is
+    real when it lies in ``[0, n)``, else the output reads padding.
+    """
+    shift = offset * dilation - pad_begin          # input index read by output 0
+    lo = max(first, -(shift // stride) if shift < 0 else 0)
+    hi = min(stop, (n - 1 - shift) // stride + 1) if n - 1 - shift >= 0 else first
+    return lo, max(lo, hi)
+
+
+def _fill_block(block: Any, x: Any, offset: Ints, spans: list[tuple[int, int]], stride: Ints,
+                dilation: Ints, padding: Ints) -> None:
+    """Write ``block[b, c, o] = x_pad[b, c, o*s + offset*d]`` for the outputs ``o`` of one tile.
+
+    ``spans[axis]`` is ``(first, stop)``, the tile's outputs on each axis; cells
+    whose tap falls in the padding are set to zero.
+    """
+    every, begins = (slice(None), slice(None)), padding[:len(offset)]
+    valid = [_valid_outputs(k, d, s, p, n, first, stop) for k, d, s, p, n, (first, stop) in
+             zip(offset, dilation, stride, begins, x.shape[2:], spans)]
+    if any(lo == hi for lo, hi in valid):
+        block[...] = 0.0
+        return
+    source = tuple(slice(lo * s + k * d - p, (hi - 1) * s + k * d - p + 1, s)
+                   for (lo, hi), k, d, s, p in zip(valid, offset, dilation, stride, begins))
+    target = tuple(slice(lo - first, hi - first) for (lo, hi), (first, _) in zip(valid, spans))
+    block[every + target] = x[every + source]
+    for axis, (inner, (first, stop)) in enumerate(zip(target, spans)):
+        for border in (slice(0, inner.start), slice(inner.stop, stop - first)):
+            if border.start < border.stop:
+                block[every + (slice(None),) * axis + (border,)] = 0.0
 
 
 def _im2col(x: Any, kernel: Ints, out: Ints, stride: Ints, dilation: Ints, padding: Ints,
-            groups: int) -> Any:
-    """The column matrices ``(B, G, (C/G)*K, P)`` of a convolution (see module docstring)."""
-    windows = _windows(pad_constant(x, padding), kernel, out, stride, dilation)  # (B, C, *k, *O)
+            groups: int, rows: tuple[int, int] | None = None) -> Any:
+    """The column matrices ``(G, (C/G)*K, B*P_rows)`` of a convolution (see module docstring).
+
+    Laid out as ``(C, *k, B, *O)``: one row per (channel, kernel offset), the
+    batch and the output positions along the row, so that one GEMM serves the
+    whole batch. ``rows = (first, stop)`` restricts the output positions to
+    those whose index on the first spatial axis lies in ``[first, stop)`` (a
+    tile); default all. Built straight from ``x``, one block per kernel offset
+    (:func:`_fill_block`), so the padded input is never materialised.
+    """
+    xp = get_xp(x)
+    spans = [rows if rows is not None else (0, out[0])] + [(0, n) for n in out[1:]]
+    tile_out = tuple(stop - first for first, stop in spans)
     batch, channels = x.shape[:2]
-    return windows.reshape(batch, groups, (channels // groups) * math.prod(kernel), math.prod(out))
+    cols = xp.empty((channels,) + tuple(kernel) + (batch,) + tile_out, dtype=x.dtype)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        block = xp.swapaxes(cols[(slice(None),) + offset], 0, 1)       # (B, C, *tile_out)
+        _fill_block(block, x, offset, spans, stride, dilation, padding)
+    return cols.reshape(groups, (channels // groups) * math.prod(kernel), batch * math.prod(tile_out))
+
+
+def _row_tiles(x_shape: Ints, kernel: Ints, out: Ints, itemsize: int) -> list[tuple[int, int]]:
+    """Split the first output axis into tiles whose column buffer fits ``COLUMN_BUDGET_BYTES``."""
+    row_bytes = x_shape[0] * x_shape[1] * math.prod(kernel) * math.prod(out[1:]) * itemsize
+    per_tile = max(1, COLUMN_BUDGET_BYTES // max(row_bytes, 1))
+    return [(first, min(first + per_tile, out[0])) for first in range(0, out[0], per_tile)]
 
 
 def _col2im(grad_cols: Any, x_shape: Ints, stride: Ints, dilation: Ints, padding: Ints) -> Any:
@@ -182,14 +238,25 @@ def conv_forward(x: Any, w: Any, b: Any | None, stride: Sequence[int], dilation:
     if b is not None:
         _check_bias(b.shape, w.shape)
     xp = get_xp(x, w, b)
-    nd = w.ndim - 2
     kernel, out = tuple(w.shape[2:]), y_shape[2:]
-    cols = _im2col(x, kernel, out, tuple(stride), tuple(dilation), tuple(padding), groups)
+    stride, dilation, padding = tuple(stride), tuple(dilation), tuple(padding)
     w_mat = w.reshape(groups, w.shape[0] // groups, -1)  # (G, F/G, (C/G)*K)
-    y = xp.matmul(w_mat, cols).reshape(y_shape)  # (B, G, F/G, P) -> (B, F, *O)
+    batch, filters, positions = x.shape[0], w.shape[0], math.prod(out)
+    tiles = _row_tiles(tuple(x.shape), kernel, out, x.dtype.itemsize)
+    if len(tiles) == 1:
+        y = xp.matmul(w_mat, _im2col(x, kernel, out, stride, dilation, padding, groups))  # (G, F/G, B*P)
+    else:
+        y = xp.empty((groups, filters // groups, batch, positions), dtype=xp.result_type(x.dtype, w.dtype))
+        row = math.prod(out[1:])
+        for first, stop in tiles:
+            cols = _im2col(x, kernel, out, stride, dilation, padding, groups, (first, stop))
+            y[..., first * row:stop * row] = xp.matmul(w_mat, cols).reshape(
+                groups, filters // groups, batch, (stop - first) * row)
+    y = y.reshape(filters, batch, positions)
     if b is not None:
-        y += b.reshape((-1,) + (1,) * nd)
-    return y
+        y += b.reshape(filters, 1, 1)
+    y = xp.swapaxes(y, 0, 1)  # (B, F, P): a view when B = 1, else made contiguous below
+    return (y if batch == 1 else xp.ascontiguousarray(y)).reshape(y_shape)
 
 
 def conv_vjp_input(grad_y: Any, w: Any, x_shape: Sequence[int], stride: Sequence[int],
@@ -214,9 +281,10 @@ def conv_vjp_weight(grad_y: Any, x: Any, w_shape: Sequence[int], stride: Sequenc
     _check_grad_y(grad_y, y_shape)
     xp = get_xp(grad_y, x)
     kernel, out = w_shape[2:], y_shape[2:]
-    cols = _im2col(x, kernel, out, tuple(stride), tuple(dilation), tuple(padding), groups)
-    grad_y_mat = grad_y.reshape(x.shape[0], groups, w_shape[0] // groups, -1)  # (B, G, F/G, P)
-    grad_w_mat = xp.matmul(grad_y_mat, xp.swapaxes(cols, -1, -2)).sum(axis=0)  # (G, F/G, (C/G)*K)
+    cols = _im2col(x, kernel, out, tuple(stride), tuple(dilation), tuple(padding), groups)  # (G, CK/G, B*P)
+    grad_y_mat = xp.swapaxes(grad_y.reshape(x.shape[0], w_shape[0], -1), 0, 1).reshape(
+        groups, w_shape[0] // groups, -1)                                   # (G, F/G, B*P)
+    grad_w_mat = xp.matmul(grad_y_mat, xp.swapaxes(cols, -1, -2))           # (G, F/G, (C/G)*K)
     return grad_w_mat.reshape(w_shape)
 
 

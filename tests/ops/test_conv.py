@@ -291,3 +291,38 @@ def test_vjp_rejects_grad_of_wrong_shape():
     w = np.zeros((3, 2, 2))
     with pytest.raises(ShapeError, match=r"grad_y of shape \(1, 3, 5\).*\(1, 3, 4\)"):
         conv_vjp_input(np.zeros((1, 3, 5)), w, (1, 2, 5), (1,), (1,), (0, 0))
+
+
+# --- tiled im2col (large inputs) ---------------------------------------------------
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_forward_tiled_over_output_rows_matches_loop_twin(case: Case, monkeypatch):
+    """With a 1-byte column budget every output row of the first spatial axis is its own tile."""
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", 1)
+    y = conv_forward(case.x, case.w, case.b, case.stride, case.dilation, case.padding, case.groups)
+    expected = naive_conv(case.x, case.w, case.b, case.stride, case.dilation, case.padding, case.groups)
+    np.testing.assert_allclose(y, expected, **F64)
+
+
+def test_tiles_cover_every_row_once_within_budget(monkeypatch):
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", 3 * 8 * 27 * 25)
+    tiles = conv_module._row_tiles((1, 1, 7, 7, 7), (3, 3, 3), (7, 5, 5), 8)
+    assert tiles == [(0, 3), (3, 6), (6, 7)]
+
+
+def test_tiled_forward_keeps_the_column_buffer_within_budget(rng, monkeypatch):
+    """Peak traced memory of a 3-D forward stays near the budget, far below the whole column matrix."""
+    import tracemalloc
+
+    budget = 1 << 18
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", budget)
+    x = rng.standard_normal((1, 2, 24, 24, 24))
+    w = rng.standard_normal((4, 2, 3, 3, 3))
+    whole_columns = x.size * 27 * 8                      # 5.97 MB
+    tracemalloc.start()
+    y = conv_forward(x, w, None, (1, 1, 1), (1, 1, 1), (1, 1, 1, 1, 1, 1))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < y.nbytes + 2 * budget < whole_columns / 4
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", 1 << 26)
+    untiled = conv_forward(x, w, None, (1, 1, 1), (1, 1, 1), (1, 1, 1, 1, 1, 1))
+    np.testing.assert_allclose(y, untiled, **F64)
