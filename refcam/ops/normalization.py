@@ -80,8 +80,11 @@ def batch_norm_forward(x: Any, mean: Any, variance: Any, scale: Any, offset: Any
     """``scale * (x - mean) / sqrt(variance + epsilon) + offset``, per channel."""
     xp = get_xp(x)
     inv_std = 1.0 / xp.sqrt(per_channel(variance, x.ndim, x.dtype) + epsilon)
-    x_hat = (x - per_channel(mean, x.ndim, x.dtype)) * inv_std
-    return per_channel(scale, x.ndim, x.dtype) * x_hat + per_channel(offset, x.ndim, x.dtype)
+    y = x - per_channel(mean, x.ndim, x.dtype)        # the same operations in the same order as
+    y *= inv_std                                      # scale * ((x - mean) * inv_std) + offset,
+    y *= per_channel(scale, x.ndim, x.dtype)          # updated in place: one temporary, not four
+    y += per_channel(offset, x.ndim, x.dtype)
+    return y
 
 
 def batch_norm_vjp(x: Any, mean: Any, variance: Any, scale: Any, grad_y: Any, epsilon: float,
