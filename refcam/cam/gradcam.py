@@ -225,15 +225,24 @@ def _score_functions(net: Network, reduced: Tensor, label: Any, reduction: Any, 
         raise LabelError("label is an empty sequence; give at least one class.")
     indices = [_class_index(net, one, reduced.shape[1]) for one in labels]
     weight = None if mask is None else _mask_weight(mask, reduced, layout)
-    return [_class_score(c, weight) for c in indices], indices
+    return [ClassScore(c, weight) for c in indices], indices
 
 
-def _class_score(c: int, weight: Any) -> Callable[[Tensor], Tensor]:
-    """G14: y = sum over batch and positions of Y[:, c] (times the mask, if any)."""
-    def score(y: Tensor) -> Tensor:
-        channel = y[:, c]
-        return (channel * weight).sum() if weight is not None else channel.sum()
-    return score
+@dataclass(frozen=True)
+class ClassScore:
+    """G14: ``y = sum over batch and positions of Y[:, c]`` (times the mask ``weight``, if any)."""
+
+    index: int
+    weight: Any = None   # None, or a 0/1 array (1, *S) broadcast against Y[:, c]
+
+    def __call__(self, y: Tensor) -> Tensor:
+        channel = y[:, self.index]
+        return (channel * self.weight).sum() if self.weight is not None else channel.sum()
+
+    def per_observation(self, y: Any) -> Any:
+        """The score of each observation of the array ``y`` (B, C, *S), in one expression: shape (B,)."""
+        channel = y[:, self.index] if self.weight is None else y[:, self.index] * self.weight
+        return channel.reshape(channel.shape[0], -1).sum(axis=1)
 
 
 def _mask_weight(mask: Any, reduced: Tensor, layout: Any) -> Any:
@@ -276,7 +285,13 @@ def _sum_reduction(reduction: Callable[[Tensor], Tensor], y: Tensor, channels_fi
 
 
 def _per_observation_scores(score: Callable[[Tensor], Tensor], reduced: Tensor) -> Any:
-    """The score of each observation separately, for the record: shape (B,)."""
+    """The score of each observation separately, for the record: shape (B,).
+
+    Class scores are evaluated for the whole batch at once; a user reduction
+    function is called once per observation (G3: it sees one observation).
+    """
+    if isinstance(score, ClassScore):
+        return score.per_observation(reduced.data)
     xp = reduced.xp
     values = [score(Tensor(reduced.data[b:b + 1])).data for b in range(reduced.shape[0])]
     return xp.stack([xp.asarray(v).reshape(()) for v in values])

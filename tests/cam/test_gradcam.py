@@ -318,6 +318,25 @@ def test_batch_gives_one_map_per_observation(classifier, rng):
         np.testing.assert_allclose(res.map[..., b], single.map, **F64)
 
 
+def test_batch_scores_per_observation_equal_single_runs(classifier, rng):
+    """Class scores of a batch (computed at once) and masked segmentation scores equal one-observation runs."""
+    batch = rng.uniform(0, 1, (8, 8, 3, 3))
+    res = gradcam(classifier, batch, ["cat", "dog"], format="SSCB")
+    assert res.scores.shape == (2, 3)
+    for b in range(3):
+        np.testing.assert_allclose(res.scores[:, b], gradcam(classifier, batch[..., b], ["cat", "dog"]).scores[:, 0],
+                                   **F64)
+    net = nets.segmentation_2d(rng)
+    images = rng.standard_normal((6, 6, 2, 2))
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[1:3, 2:5] = True
+    res = gradcam(net, images, "car", mask=mask, feature_layer="relu_1", format="SSCB")
+    for b in range(2):
+        single = gradcam(net, images[..., b], "car", mask=mask, feature_layer="relu_1")
+        np.testing.assert_allclose(res.scores[0, b], single.scores[0, 0], **F64)
+        assert res.scores[0, b] != res.scores[0, 1 - b]
+
+
 def test_deterministic(classifier, image):
     first = gradcam(classifier, image, "cat")
     second = gradcam(classifier, image, "cat")
