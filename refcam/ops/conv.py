@@ -26,10 +26,9 @@ Implementation (im2col + GEMM)
 ------------------------------
 The column matrix ``cols[c, k, b, o] = x_pad[b, c, o*s + k*d]`` of shape
 ``(C, *k, B, *O)``, read as ``(G, (C/G)*K, B*P)`` (``K = prod(k)``,
-``P = prod(O)``), is built straight from ``x``: one strided-slice copy per
-kernel offset ``k``, with the cells that fall in the padding set to zero (the
-padded input is never materialised). With ``W`` the weight as
-``(G, F/G, (C/G)*K)``, one GEMM covers the whole batch::
+``P = prod(O)``), is one copy of a strided window view of the zero-padded
+input (padded once per call, or per tile below: only the rows the tile reads).
+With ``W`` the weight as ``(G, F/G, (C/G)*K)``, one GEMM covers the whole batch::
 
     y = W @ cols                      # (G, F/G, B*P) -> (F, B, *O) -> (B, F, *O)
 
@@ -138,40 +137,26 @@ def _check_grad_y(grad_y: Any, expected: Ints) -> None:
 COLUMN_BUDGET_BYTES = 1 << 26  # largest column buffer built at once (64 MiB); larger ones are tiled
 
 
-def _valid_outputs(offset: int, dilation: int, stride: int, pad_begin: int, n: int,
-                   first: int, stop: int) -> tuple[int, int]:
-    """Range ``[lo, hi)`` of the outputs ``o`` in ``[first, stop)`` that read a real input cell.
+def _padded_slab(x: Any, padding: Ints, first_row: int, stop_row: int) -> Any:
+    """Rows ``[first_row, stop_row)`` on the first spatial axis of the zero-padded input.
 
-    Output ``o`` reads input ``o*s + k*d - p_begin`` at kernel offset ``k``; it is
-    real when it lies in ``[0, n)``, else the output reads padding.
+    Shape ``(B, C, stop_row - first_row, *Sp[1:])``. A view of ``x`` when nothing
+    is padded; else a new zero-filled array with the real cells copied in.
     """
-    shift = offset * dilation - pad_begin          # input index read by output 0
-    lo = max(first, -(shift // stride) if shift < 0 else 0)
-    hi = min(stop, (n - 1 - shift) // stride + 1) if n - 1 - shift >= 0 else first
-    return lo, max(lo, hi)
-
-
-def _fill_block(block: Any, x: Any, offset: Ints, spans: list[tuple[int, int]], stride: Ints,
-                dilation: Ints, padding: Ints) -> None:
-    """Write ``block[b, c, o] = x_pad[b, c, o*s + offset*d]`` for the outputs ``o`` of one tile.
-
-    ``spans[axis]`` is ``(first, stop)``, the tile's outputs on each axis; cells
-    whose tap falls in the padding are set to zero.
-    """
-    every, begins = (slice(None), slice(None)), padding[:len(offset)]
-    valid = [_valid_outputs(k, d, s, p, n, first, stop) for k, d, s, p, n, (first, stop) in
-             zip(offset, dilation, stride, begins, x.shape[2:], spans)]
-    if any(lo == hi for lo, hi in valid):
-        block[...] = 0.0
-        return
-    source = tuple(slice(lo * s + k * d - p, (hi - 1) * s + k * d - p + 1, s)
-                   for (lo, hi), k, d, s, p in zip(valid, offset, dilation, stride, begins))
-    target = tuple(slice(lo - first, hi - first) for (lo, hi), (first, _) in zip(valid, spans))
-    block[every + target] = x[every + source]
-    for axis, (inner, (first, stop)) in enumerate(zip(target, spans)):
-        for border in (slice(0, inner.start), slice(inner.stop, stop - first)):
-            if border.start < border.stop:
-                block[every + (slice(None),) * axis + (border,)] = 0.0
+    nd = x.ndim - 2
+    spatial = tuple(x.shape[2:])
+    if not any(padding):
+        return x[:, :, first_row:stop_row]
+    begins = padding[:nd]
+    padded_rest = tuple(n + padding[a] + padding[nd + a] for a, n in enumerate(spatial) if a > 0)
+    slab = get_xp(x).zeros(tuple(x.shape[:2]) + (stop_row - first_row,) + padded_rest, dtype=x.dtype)
+    lo = max(first_row - begins[0], 0)                  # real input rows the slab holds: [lo, hi)
+    hi = min(stop_row - begins[0], spatial[0])
+    if lo < hi:
+        rows = slice(lo + begins[0] - first_row, hi + begins[0] - first_row)
+        rest = tuple(slice(p, p + n) for p, n in zip(begins[1:], spatial[1:]))
+        slab[(slice(None), slice(None), rows) + rest] = x[(slice(None), slice(None), slice(lo, hi))]
+    return slab
 
 
 def _im2col(x: Any, kernel: Ints, out: Ints, stride: Ints, dilation: Ints, padding: Ints,
@@ -182,18 +167,22 @@ def _im2col(x: Any, kernel: Ints, out: Ints, stride: Ints, dilation: Ints, paddi
     batch and the output positions along the row, so that one GEMM serves the
     whole batch. ``rows = (first, stop)`` restricts the output positions to
     those whose index on the first spatial axis lies in ``[first, stop)`` (a
-    tile); default all. Built straight from ``x``, one block per kernel offset
-    (:func:`_fill_block`), so the padded input is never materialised.
+    tile); default all. Only the padded input rows the tile reads are padded
+    (:func:`_padded_slab`); the matrix is one copy of a strided window view of
+    them: ``cols[c, k, b, o] = slab[b, c, o*s + k*d]``.
     """
     xp = get_xp(x)
-    spans = [rows if rows is not None else (0, out[0])] + [(0, n) for n in out[1:]]
-    tile_out = tuple(stop - first for first, stop in spans)
+    first, stop = rows if rows is not None else (0, out[0])
+    slab = _padded_slab(x, padding, first * stride[0],
+                        (stop - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1)
     batch, channels = x.shape[:2]
-    cols = xp.empty((channels,) + tuple(kernel) + (batch,) + tile_out, dtype=x.dtype)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        block = xp.swapaxes(cols[(slice(None),) + offset], 0, 1)       # (B, C, *tile_out)
-        _fill_block(block, x, offset, spans, stride, dilation, padding)
-    return cols.reshape(groups, (channels // groups) * math.prod(kernel), batch * math.prod(tile_out))
+    steps = slab.strides[2:]
+    windows = xp.lib.stride_tricks.as_strided(
+        slab, shape=(channels,) + tuple(kernel) + (batch, stop - first) + tuple(out[1:]),
+        strides=((slab.strides[1],) + tuple(t * d for t, d in zip(steps, dilation))
+                 + (slab.strides[0],) + tuple(t * s for t, s in zip(steps, stride))))
+    cols = xp.ascontiguousarray(windows)
+    return cols.reshape(groups, (channels // groups) * math.prod(kernel), -1)
 
 
 def _row_tiles(x_shape: Ints, kernel: Ints, out: Ints, itemsize: int) -> list[tuple[int, int]]:
@@ -252,6 +241,7 @@ def conv_forward(x: Any, w: Any, b: Any | None, stride: Sequence[int], dilation:
             cols = _im2col(x, kernel, out, stride, dilation, padding, groups, (first, stop))
             y[..., first * row:stop * row] = xp.matmul(w_mat, cols).reshape(
                 groups, filters // groups, batch, (stop - first) * row)
+            del cols  # freed before the next tile's slab and columns are built
     y = y.reshape(filters, batch, positions)
     if b is not None:
         y += b.reshape(filters, 1, 1)
