@@ -49,7 +49,7 @@ from .backend import to_numpy
 from .cam.conventions import CONVENTIONS, gradcam_as
 from .cam.gradcam import GradCAMResult, is_label_sequence
 from .errors import FileFormatError, MissingDatasetError, RefcamError, SchemaVersionError, ShapeError
-from .io.hdf5 import HDF5_READ_ERRORS, read_network, save, sniff
+from .io.hdf5 import HDF5_READ_ERRORS, hard_link_target, read_network, save, sniff
 from .layout import to_internal
 from .network import Network
 
@@ -305,7 +305,7 @@ def _read_open(f: h5py.File, source: str) -> Golden:
     arrays = {name: _read_dataset(f, name, source) for name in REQUIRED_DATASETS + OPTIONAL_DATASETS
               if name in f}
     _check_arrays(arrays, attributes, source)
-    network = read_network(_member(f, NETWORK_GROUP, h5py.Group, source), f"{source}:/{NETWORK_GROUP}")
+    network = read_network(hard_link_target(f, NETWORK_GROUP, f"/{NETWORK_GROUP}", h5py.Group, source), f"{source}:/{NETWORK_GROUP}")
     for role in ("feature_layer", "reduction_layer"):
         if attributes[role] not in network.layer_names:
             raise FileFormatError(f"{source}: the {role} {attributes[role]!r} is not a layer of the embedded "
@@ -396,19 +396,8 @@ def _check_members(f: h5py.File, source: str) -> None:
                                       f"{list(REQUIRED_DATASETS)} and the group /{NETWORK_GROUP}.")
 
 
-def _member(f: h5py.File, name: str, expected: type, source: str) -> Any:
-    link = f.get(name, getlink=True)
-    if not isinstance(link, h5py.HardLink):
-        raise FileFormatError(f"{source}: /{name} is a {type(link).__name__}; golden files hold plain "
-                              "(hard-linked) groups and datasets only.")
-    member = f[name]
-    if not isinstance(member, expected):
-        raise FileFormatError(f"{source}: /{name} is a {type(member).__name__}, not a {expected.__name__}.")
-    return member
-
-
 def _read_dataset(f: h5py.File, name: str, source: str) -> np.ndarray:
-    dataset = _member(f, name, h5py.Dataset, source)
+    dataset = hard_link_target(f, name, f"/{name}", h5py.Dataset, source)
     if dataset.is_virtual or dataset.external:
         raise FileFormatError(f"{source}: /{name} keeps its data outside the file (virtual or external "
                               "storage); refcam reads data stored in the file only.")

@@ -415,7 +415,7 @@ def _check_root_members(root: h5py.Group, source: str) -> None:
     if WEIGHTS_GROUP not in root:
         raise FileFormatError(f"{source}: the group /{WEIGHTS_GROUP} is missing (it is required, "
                               f"even when empty).")
-    _hard_link_target(root, WEIGHTS_GROUP, f"/{WEIGHTS_GROUP}", h5py.Group, source)
+    hard_link_target(root, WEIGHTS_GROUP, f"/{WEIGHTS_GROUP}", h5py.Group, source)
 
 
 def _read_weights(root: h5py.Group, entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
@@ -431,7 +431,7 @@ def _read_weights(root: h5py.Group, entries: list[dict[str, Any]], classes: dict
                                   f"whose group name is {member!r} (layer names with '/' or '%' "
                                   f"are written %2F and %25).")
         layer_name = layer_by_group[member]
-        group = _hard_link_target(weights_group, member, where, h5py.Group, source)
+        group = hard_link_target(weights_group, member, where, h5py.Group, source)
         weights[layer_name] = _read_layer_weights(group, layer_name, classes[layer_name], source)
     return weights
 
@@ -445,17 +445,21 @@ def _read_layer_weights(group: h5py.Group, layer_name: str, cls: type["Layer"],
         if param_name not in valid:
             raise FileFormatError(f"{source}: unexpected dataset {where}: layer {layer_name!r} "
                                   f"({cls.kind}) has the parameters {list(valid)}.")
-        dataset = _hard_link_target(group, param_name, where, h5py.Dataset, source)
+        dataset = hard_link_target(group, param_name, where, h5py.Dataset, source)
         arrays[param_name] = _read_weight_array(dataset, where, source)
     return {name: arrays[name] for name in valid if name in arrays}
 
 
-def _hard_link_target(group: h5py.Group, member: str, where: str, expected: type, source: str) -> Any:
-    """The object behind a hard link, of type ``expected`` (refuses soft and external links)."""
+def hard_link_target(group: h5py.Group, member: str, where: str, expected: type, source: str) -> Any:
+    """The object behind a hard link, of type ``expected`` (refuses soft and external links).
+
+    Every HDF5 reader in refcam (networks, goldens, Keras files) goes through this,
+    so no file can point refcam at data outside itself.
+    """
     link = group.get(member, getlink=True)
     if not isinstance(link, h5py.HardLink):
-        raise FileFormatError(f"{source}: {where} is a {type(link).__name__}; refcam files hold "
-                              f"plain (hard-linked) groups and datasets only.")
+        raise FileFormatError(f"{source}: {where} is a {type(link).__name__}; refcam reads "
+                              f"plain (hard-linked) groups and datasets stored in the file only.")
     target = group[member]
     if not isinstance(target, expected):
         raise FileFormatError(f"{source}: {where} is a {type(target).__name__}, not a "

@@ -84,6 +84,7 @@ from ..layers.pooling import (AveragePooling1dLayer, AveragePooling2dLayer, Aver
                               GlobalAveragePooling3dLayer, GlobalMaxPooling1dLayer,
                               GlobalMaxPooling2dLayer, GlobalMaxPooling3dLayer, MaxPooling1dLayer,
                               MaxPooling2dLayer, MaxPooling3dLayer)
+from .hdf5 import hard_link_target
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -932,7 +933,7 @@ class WeightFile:
         if link is None:
             raise MissingDatasetError(f"{self.source}: the weight group {path} of layer {layer.name!r} "
                                       f"({layer.class_name}) is missing.")
-        return _hard_linked(self.root, layer.name, path, h5py.Group, self.source)
+        return hard_link_target(self.root, layer.name, path, h5py.Group, self.source)
 
     def _weight_names(self, layer: KerasLayer) -> list[str]:
         group = self._group(layer)
@@ -947,7 +948,7 @@ class WeightFile:
         if group.get(name, getlink=True) is None:
             raise MissingDatasetError(f"{self.source}: the dataset {path} of layer {layer.name!r} "
                                       f"({layer.class_name}), listed in weight_names, is missing.")
-        dataset = _hard_linked(group, name, path, h5py.Dataset, self.source)
+        dataset = hard_link_target(group, name, path, h5py.Dataset, self.source)
         if dataset.is_virtual or dataset.external or dataset.dtype.kind != "f":
             raise WeightShapeError(f"{self.source}: the dataset {path} of layer {layer.name!r} has dtype "
                                    f"{dataset.dtype} or external storage; weights are floats stored in the "
@@ -972,21 +973,10 @@ def _role_of(weight_name: str) -> str:
     return weight_name.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
-def _hard_linked(group: h5py.Group, member: str, path: str, expected: type, source: str) -> Any:
-    link = group.get(member, getlink=True)
-    if not isinstance(link, h5py.HardLink):
-        raise FileFormatError(f"{source}: {path} is a {type(link).__name__}; refcam reads plain groups and "
-                              "datasets stored in the file only.")
-    target = group[member]
-    if not isinstance(target, expected):
-        raise FileFormatError(f"{source}: {path} is a {type(target).__name__}, not a {expected.__name__}.")
-    return target
-
-
 def _weights_root(f: h5py.File, source: str) -> h5py.Group | None:
     """``/model_weights`` (``model.save``), the root when the layer groups sit there, or None."""
     if "model_weights" in f:
-        return _hard_linked(f, "model_weights", "/model_weights", h5py.Group, source)
+        return hard_link_target(f, "model_weights", "/model_weights", h5py.Group, source)
     return f if "layer_names" in f.attrs else None
 
 
