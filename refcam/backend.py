@@ -50,7 +50,11 @@ def get_xp(*arrays: Any) -> ModuleType:
             "to one device first (refcam.backend.to_device)."
         )
     if kinds == {True}:
-        return _cupy_module()
+        cp = _cupy_module()
+        if cp is None:
+            raise BackendError("a CuPy array was given but CuPy cannot be imported here; "
+                               "install CuPy or pass NumPy arrays.")
+        return cp
     return np
 
 

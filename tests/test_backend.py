@@ -180,3 +180,9 @@ def test_gpu_autodiff_matches_cpu(cupy, rng):
     (grad_gpu,) = grad(loss(x_gpu), [x_gpu])
     assert is_cupy_array(grad_gpu)
     np.testing.assert_allclose(to_numpy(grad_gpu), grad_cpu, **F64)
+
+
+def test_get_xp_on_a_cupy_array_without_cupy_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy_module", lambda: None)
+    with pytest.raises(BackendError, match="CuPy cannot be imported"):
+        get_xp(make_fake_cupy_array())

@@ -16,7 +16,8 @@ def _sweep(output: Tensor, grad_output: Any) -> dict[int, Any]:
     xp = output.xp
     if grad_output is None:
         grad_output = xp.ones(output.shape, dtype=output.dtype)
-    elif tuple(grad_output.shape) != output.shape:
+    grad_output = xp.asarray(grad_output, dtype=output.dtype)  # Python numbers and lists too
+    if tuple(grad_output.shape) != output.shape:
         from ..errors import ShapeError
         raise ShapeError(f"grad_output has shape {tuple(grad_output.shape)}, "
                          f"the output has shape {output.shape}.")

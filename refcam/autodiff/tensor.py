@@ -190,15 +190,16 @@ class Tensor:
 def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
     """Wrap an array or scalar as a constant Tensor (Tensors pass through).
 
-    A Python or NumPy scalar takes the dtype and array module of ``like`` so that
-    ``float32_tensor * 2.0`` stays float32.
+    A Python or NumPy scalar (or list) takes the array module of ``like`` and, when
+    ``like`` is floating point, its dtype, so that ``float32_tensor * 2.0`` stays
+    float32 (an integer ``like`` never truncates ``0.5`` to ``0``: NumPy's
+    promotion applies).
     """
     if isinstance(value, Tensor):
         return value
-    if like is not None and not hasattr(value, "shape"):
-        return Tensor(like.xp.asarray(value, dtype=like.dtype))
-    if like is not None and getattr(value, "ndim", 1) == 0:
-        return Tensor(like.xp.asarray(value, dtype=like.dtype))
+    if like is not None and (not hasattr(value, "shape") or getattr(value, "ndim", 1) == 0):
+        dtype = like.dtype if like.dtype.kind == "f" else None
+        return Tensor(like.xp.asarray(value, dtype=dtype))
     return Tensor(value)
 
 

@@ -320,3 +320,8 @@ def test_float32_stays_float32_values_and_gradients(rng, case):
     y = fn(x)
     np.testing.assert_allclose(y32.data, y.data, **F32)
     np.testing.assert_allclose(g32, grad(y, [x])[0], **F32)
+
+
+def test_integer_tensor_times_a_fraction_is_not_truncated():
+    ints = Tensor(np.array([1, 2, 3]))
+    np.testing.assert_array_equal((ints * 0.5).data, [0.5, 1.0, 1.5])

@@ -165,3 +165,12 @@ def test_default_grad_output_is_ones_of_the_output_dtype():
     (g,) = grad(x * 2.0, [x])
     assert g.dtype == np.float32
     np.testing.assert_array_equal(g, np.full((2, 2), 2.0))
+
+
+def test_grad_output_may_be_a_python_number_or_list():
+    from refcam.autodiff import grad
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (g_scalar,) = grad((x * x).sum(), [x], 2.0)
+    np.testing.assert_array_equal(g_scalar, [4.0, 8.0])
+    (g_list,) = grad(x * 3.0, [x], [1.0, -1.0])
+    np.testing.assert_array_equal(g_list, [3.0, -3.0])
