@@ -6,8 +6,8 @@ import pytest
 
 from refcam.cam.gradcam import gradcam
 from refcam.fusion import fuse_batchnorm, fused_parameters
-from refcam.layers import (AdditionLayer, BatchNormalizationLayer, ClassificationLayer, Convolution1dLayer,
-                           Convolution2dLayer, Convolution3dLayer, FullyConnectedLayer,
+from refcam.layers import (CONVOLUTION_BY_RANK, AdditionLayer, BatchNormalizationLayer, ClassificationLayer,
+                           Convolution1dLayer, Convolution2dLayer, Convolution3dLayer, FullyConnectedLayer,
                            GlobalAveragePooling2dLayer, Image3dInputLayer, ImageInputLayer, ReLULayer,
                            SequenceInputLayer, SoftmaxLayer)
 from refcam.network import Network
@@ -78,7 +78,7 @@ def test_fused_network_equals_the_literal_one_within_float64_rounding(bias, rng)
 @pytest.mark.parametrize("nd, groups, stride", [(1, 1, (2,)), (2, 2, (1, 2)), (3, 1, (2, 1, 1))])
 def test_fused_parameters_equal_batch_norm_of_the_convolution(nd, groups, stride, rng):
     """1-D, 2-D (grouped) and 3-D convolutions: conv with (w', b') equals bn(conv(x)) on random inputs."""
-    layer_class = {1: Convolution1dLayer, 2: Convolution2dLayer, 3: Convolution3dLayer}[nd]
+    layer_class = CONVOLUTION_BY_RANK[nd]
     c, f, k = 4, 6, (3,) * nd
     conv_layer = layer_class(name="c", filter_size=k, num_filters=f, stride=stride, groups=groups,
                              weights=rng.standard_normal((f, c // groups) + k), bias=rng.standard_normal(f))

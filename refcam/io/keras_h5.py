@@ -70,20 +70,16 @@ import numpy as np
 
 from ..errors import (CycleError, FileFormatError, LayerShapeError, MissingDatasetError, RefcamError,
                       UnsafeContentError, UnsupportedOperationError, WeightShapeError)
+from ..layers import (AVERAGE_POOLING_BY_RANK, CONVOLUTION_BY_RANK, GLOBAL_AVERAGE_POOLING_BY_RANK,
+                      GLOBAL_MAX_POOLING_BY_RANK, MAX_POOLING_BY_RANK)
 from ..layers.activation import ClippedReLULayer, LeakyReLULayer, ReLULayer, SoftmaxLayer
 from ..layers.base import Layer
 from ..layers.combine import AdditionLayer, DepthConcatenationLayer
-from ..layers.convolution import (Convolution1dLayer, Convolution2dLayer, Convolution3dLayer,
-                                  GroupedConvolution2dLayer)
+from ..layers.convolution import GroupedConvolution2dLayer
 from ..layers.extra import PaddingLayer, ScalingLayer, SigmoidLayer, TanhLayer
 from ..layers.input import Image3dInputLayer, ImageInputLayer, SequenceInputLayer
 from ..layers.linear import DropoutLayer, FlattenLayer, FullyConnectedLayer
 from ..layers.normalization import BatchNormalizationLayer
-from ..layers.pooling import (AveragePooling1dLayer, AveragePooling2dLayer, AveragePooling3dLayer,
-                              GlobalAveragePooling1dLayer, GlobalAveragePooling2dLayer,
-                              GlobalAveragePooling3dLayer, GlobalMaxPooling1dLayer,
-                              GlobalMaxPooling2dLayer, GlobalMaxPooling3dLayer, MaxPooling1dLayer,
-                              MaxPooling2dLayer, MaxPooling3dLayer)
 from .hdf5 import hard_link_target
 
 if TYPE_CHECKING:
@@ -100,12 +96,6 @@ ACTIVATIONS: dict[str, Callable[[str, tuple[str, ...]], Layer]] = {
     "softmax": lambda name, inputs: SoftmaxLayer(name=name, inputs=inputs),
 }
 IDENTITY_ACTIVATIONS = ("linear", None)
-CONV_CLASSES = {1: Convolution1dLayer, 2: Convolution2dLayer, 3: Convolution3dLayer}
-MAX_POOL_CLASSES = {1: MaxPooling1dLayer, 2: MaxPooling2dLayer, 3: MaxPooling3dLayer}
-AVG_POOL_CLASSES = {1: AveragePooling1dLayer, 2: AveragePooling2dLayer, 3: AveragePooling3dLayer}
-GLOBAL_AVG_CLASSES = {1: GlobalAveragePooling1dLayer, 2: GlobalAveragePooling2dLayer,
-                      3: GlobalAveragePooling3dLayer}
-GLOBAL_MAX_CLASSES = {1: GlobalMaxPooling1dLayer, 2: GlobalMaxPooling2dLayer, 3: GlobalMaxPooling3dLayer}
 MAX_SEQUENCE_SEARCH = 4096
 
 
@@ -684,7 +674,7 @@ def _convolution(layer: KerasLayer, name: str, inputs: tuple[str, ...], context:
     kernel_size = _int_tuple(layer.get("kernel_size"), rank)
     kernel = context.weights.get(layer, "kernel", (*kernel_size, channels // max(groups, 1), filters))
     bias = context.weights.get(layer, "bias", (filters,)) if layer.get("use_bias", True) else None
-    return CONV_CLASSES[rank](
+    return CONVOLUTION_BY_RANK[rank](
         name=name, inputs=inputs, filter_size=kernel_size, num_filters=filters,
         stride=_int_tuple(layer.get("strides", 1), rank),
         dilation_factor=_int_tuple(layer.get("dilation_rate", 1), rank), padding=_padding_property(layer),
@@ -700,7 +690,7 @@ def _depthwise(layer: KerasLayer, name: str, inputs: tuple[str, ...], context: C
     kernel = context.weights.get(layer, ("depthwise_kernel", "kernel"), (*kernel_size, channels, multiplier))
     bias = (context.weights.get(layer, "bias", (channels * multiplier,))
             if with_bias and layer.get("use_bias", True) else None)
-    cls = GroupedConvolution2dLayer if rank == 2 else CONV_CLASSES[rank]
+    cls = GroupedConvolution2dLayer if rank == 2 else CONVOLUTION_BY_RANK[rank]
     return cls(name=name, inputs=inputs, filter_size=kernel_size, num_filters=channels * multiplier,
                stride=_int_tuple(layer.get("strides", 1), rank),
                dilation_factor=_int_tuple(layer.get("dilation_rate", 1), rank),
@@ -726,7 +716,7 @@ def convert_separable(layer: KerasLayer, context: Context) -> list[Layer]:
         kernel_shape = (*(1,) * rank, channels * multiplier, filters)
         kernel = context.weights.get(layer, "pointwise_kernel", kernel_shape)
         bias = context.weights.get(layer, "bias", (filters,)) if layer.get("use_bias", True) else None
-        return CONV_CLASSES[rank](name=name, inputs=inputs, filter_size=1, num_filters=filters,
+        return CONVOLUTION_BY_RANK[rank](name=name, inputs=inputs, filter_size=1, num_filters=filters,
                                   weights=conv_kernel_to_internal(kernel), bias=bias)
 
     return _chain(layer, context, [
@@ -799,14 +789,14 @@ def _pooling(layer: KerasLayer, name: str, inputs: tuple[str, ...]) -> Layer:
     stride = _int_tuple(layer.get("strides", pool_size), rank)
     padding = _padding_property(layer)
     if layer.class_name.startswith("Max"):
-        return MAX_POOL_CLASSES[rank](name=name, inputs=inputs, pool_size=pool_size, stride=stride,
+        return MAX_POOLING_BY_RANK[rank](name=name, inputs=inputs, pool_size=pool_size, stride=stride,
                                       padding=padding)
-    return AVG_POOL_CLASSES[rank](name=name, inputs=inputs, pool_size=pool_size, stride=stride,
+    return AVERAGE_POOLING_BY_RANK[rank](name=name, inputs=inputs, pool_size=pool_size, stride=stride,
                                   padding=padding, padding_value="mean" if padding == "same" else 0)
 
 
 def _global_pooling(layer: KerasLayer, name: str, inputs: tuple[str, ...]) -> Layer:
-    classes = GLOBAL_MAX_CLASSES if "Max" in layer.class_name else GLOBAL_AVG_CLASSES
+    classes = GLOBAL_MAX_POOLING_BY_RANK if "Max" in layer.class_name else GLOBAL_AVERAGE_POOLING_BY_RANK
     return classes[_rank_of_class(layer)](name=name, inputs=inputs)
 
 

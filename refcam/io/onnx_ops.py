@@ -57,28 +57,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import UnsupportedOperationError, WeightShapeError
+from ..layers import (AVERAGE_POOLING_BY_RANK, CONVOLUTION_BY_RANK, GLOBAL_AVERAGE_POOLING_BY_RANK,
+                      GLOBAL_MAX_POOLING_BY_RANK, MAX_POOLING_BY_RANK)
 from ..layers.activation import ClippedReLULayer, LeakyReLULayer, ReLULayer, SoftmaxLayer
 from ..layers.combine import AdditionLayer, DepthConcatenationLayer
 from ..layers.common import matlab_padding_from_internal
-from ..layers.convolution import (Convolution1dLayer, Convolution2dLayer, Convolution3dLayer,
-                                  GroupedConvolution2dLayer)
+from ..layers.convolution import GroupedConvolution2dLayer
 from ..layers.extra import PaddingLayer, ScalingLayer, SigmoidLayer, TanhLayer
 from ..layers.linear import DropoutLayer, FlattenLayer, FullyConnectedLayer
 from ..layers.normalization import BatchNormalizationLayer, LayerNormalizationLayer
-from ..layers.pooling import (AveragePooling1dLayer, AveragePooling2dLayer, AveragePooling3dLayer,
-                              GlobalAveragePooling1dLayer, GlobalAveragePooling2dLayer,
-                              GlobalAveragePooling3dLayer, GlobalMaxPooling1dLayer, GlobalMaxPooling2dLayer,
-                              GlobalMaxPooling3dLayer, MaxPooling1dLayer, MaxPooling2dLayer, MaxPooling3dLayer)
 from .onnx_fold import reshape_target
 from .onnx_graph import FLOAT_ELEMENT_TYPES, ImportState, Node, Value
 
 Converter = Callable[[ImportState, Node], None]
-
-CONVOLUTIONS = {1: Convolution1dLayer, 2: Convolution2dLayer, 3: Convolution3dLayer}
-MAX_POOLING = {1: MaxPooling1dLayer, 2: MaxPooling2dLayer, 3: MaxPooling3dLayer}
-AVERAGE_POOLING = {1: AveragePooling1dLayer, 2: AveragePooling2dLayer, 3: AveragePooling3dLayer}
-GLOBAL_AVERAGE = {1: GlobalAveragePooling1dLayer, 2: GlobalAveragePooling2dLayer, 3: GlobalAveragePooling3dLayer}
-GLOBAL_MAX = {1: GlobalMaxPooling1dLayer, 2: GlobalMaxPooling2dLayer, 3: GlobalMaxPooling3dLayer}
 
 
 # --- convolution and padding -------------------------------------------------------------
@@ -98,7 +89,7 @@ def convert_conv(state: ImportState, node: Node) -> None:
             f"{node.label}: weight {node.inputs[1]!r} has shape {weight.shape}; the input has {channels} "
             f"channels and kernel_shape is {list(kernel)}, so ONNX needs (F, {per_group}, "
             f"{', '.join(map(str, kernel))})" + (f" with F divisible by group={groups}." if groups > 1 else "."))
-    if rank not in CONVOLUTIONS:
+    if rank not in CONVOLUTION_BY_RANK:
         raise UnsupportedOperationError(f"{node.label}: {rank}-D convolution; refcam has 1-, 2- and 3-D.")
     filters = int(weight.shape[0])
     if bias is not None and bias.shape != (filters,):
@@ -112,7 +103,7 @@ def convert_conv(state: ImportState, node: Node) -> None:
             raise UnsupportedOperationError(f"{node.label}: a Pad before a Conv with auto_pad "
                                             f"{node.attr('auto_pad')!r} cannot be fused.")
         padding = tuple(a + b for a, b in zip(padding, x.pending_padding))
-    cls = GroupedConvolution2dLayer if rank == 2 and groups > 1 else CONVOLUTIONS[rank]
+    cls = GroupedConvolution2dLayer if rank == 2 and groups > 1 else CONVOLUTION_BY_RANK[rank]
     state.add(node, cls, [x], filter_size=kernel, num_filters=filters, stride=stride,
               dilation_factor=dilation, num_channels=channels, groups=groups, weights=weight, bias=bias,
               padding=padding if isinstance(padding, str) else matlab_padding_from_internal(padding))
@@ -195,7 +186,7 @@ def convert_max_pool(state: ImportState, node: Node) -> None:
     """MaxPool -> MaxPooling{1,2,3}dLayer."""
     x, kernel, stride, padding, _ = _pool_geometry(state, node)
     state.check_unused_outputs(node)
-    state.add(node, MAX_POOLING[len(kernel)], [x], pool_size=kernel, stride=stride, padding=padding)
+    state.add(node, MAX_POOLING_BY_RANK[len(kernel)], [x], pool_size=kernel, stride=stride, padding=padding)
 
 
 def convert_average_pool(state: ImportState, node: Node) -> None:
@@ -207,7 +198,7 @@ def convert_average_pool(state: ImportState, node: Node) -> None:
             f"{node.label}: ceil_mode with count_include_pad=1 makes windows that run past the padded "
             "input; ONNX divides them by the cells inside it, which refcam's average pooling layer "
             "cannot express. Use count_include_pad=0 or ceil_mode=0.")
-    state.add(node, AVERAGE_POOLING[len(kernel)], [x], pool_size=kernel, stride=stride, padding=padding,
+    state.add(node, AVERAGE_POOLING_BY_RANK[len(kernel)], [x], pool_size=kernel, stride=stride, padding=padding,
               padding_value=0 if include_pad else "mean")
 
 
@@ -217,7 +208,7 @@ def _pool_geometry(state: ImportState, node: Node) -> tuple[Value, tuple, tuple,
     x = state.value(node, 0)
     rank = len(x.shape) - 1
     kernel = tuple(int(k) for k in node.attr("kernel_shape", ()))
-    if len(kernel) != rank or rank not in MAX_POOLING:
+    if len(kernel) != rank or rank not in MAX_POOLING_BY_RANK:
         raise UnsupportedOperationError(f"{node.label}: kernel_shape {list(kernel)} on an input with "
                                         f"{rank} spatial axes; refcam pools 1-, 2- and 3-D inputs.")
     stride = _ints(node, "strides", rank, 1)
@@ -254,7 +245,7 @@ def _with_ceil_extra(node: Node, padding: tuple[int, ...], spatial: Sequence[int
 def convert_global_pool(state: ImportState, node: Node) -> None:
     """GlobalAveragePool / GlobalMaxPool -> GlobalAveragePooling / GlobalMaxPooling{1,2,3}dLayer."""
     x = state.value(node, 0)
-    table = GLOBAL_AVERAGE if node.op_type == "GlobalAveragePool" else GLOBAL_MAX
+    table = GLOBAL_AVERAGE_POOLING_BY_RANK if node.op_type == "GlobalAveragePool" else GLOBAL_MAX_POOLING_BY_RANK
     rank = len(x.shape) - 1
     if rank not in table:
         raise UnsupportedOperationError(f"{node.label}: global pooling of an input with {rank} spatial axes.")
@@ -275,7 +266,7 @@ def convert_reduce(state: ImportState, node: Node) -> None:
         raise UnsupportedOperationError(
             f"{node.label}: reduces axes {axes or 'all'} of a rank-{rank} tensor; refcam imports "
             f"{node.op_type} only over exactly the spatial axes {spatial} (global pooling).")
-    table = GLOBAL_AVERAGE if node.op_type == "ReduceMean" else GLOBAL_MAX
+    table = GLOBAL_AVERAGE_POOLING_BY_RANK if node.op_type == "ReduceMean" else GLOBAL_MAX_POOLING_BY_RANK
     value = state.add(node, table[rank - 2], [x])
     if not node.attr("keepdims", 1):
         state.alias(node, Value(value.layer, value.shape, squeezed=True))

@@ -27,7 +27,17 @@ from .pooling import (AveragePooling1dLayer, AveragePooling2dLayer, AveragePooli
                       GlobalAveragePooling3dLayer, GlobalMaxPooling1dLayer, GlobalMaxPooling2dLayer,
                       GlobalMaxPooling3dLayer, MaxPooling1dLayer, MaxPooling2dLayer, MaxPooling3dLayer)
 
+# The layer class of each family by number of spatial dimensions (importers and tests pick by rank).
+CONVOLUTION_BY_RANK = {1: Convolution1dLayer, 2: Convolution2dLayer, 3: Convolution3dLayer}
+MAX_POOLING_BY_RANK = {1: MaxPooling1dLayer, 2: MaxPooling2dLayer, 3: MaxPooling3dLayer}
+AVERAGE_POOLING_BY_RANK = {1: AveragePooling1dLayer, 2: AveragePooling2dLayer, 3: AveragePooling3dLayer}
+GLOBAL_AVERAGE_POOLING_BY_RANK = {1: GlobalAveragePooling1dLayer, 2: GlobalAveragePooling2dLayer,
+                                  3: GlobalAveragePooling3dLayer}
+GLOBAL_MAX_POOLING_BY_RANK = {1: GlobalMaxPooling1dLayer, 2: GlobalMaxPooling2dLayer, 3: GlobalMaxPooling3dLayer}
+
 __all__ = [
+    "CONVOLUTION_BY_RANK", "MAX_POOLING_BY_RANK", "AVERAGE_POOLING_BY_RANK", "GLOBAL_AVERAGE_POOLING_BY_RANK",
+    "GLOBAL_MAX_POOLING_BY_RANK",
     "LAYER_KINDS", "Layer", "param", "register", "internal_padding", "matlab_padding_from_internal",
     "InputLayer", "ImageInputLayer", "Image3dInputLayer", "SequenceInputLayer",
     "ConvolutionLayer", "Convolution1dLayer", "Convolution2dLayer", "Convolution3dLayer",

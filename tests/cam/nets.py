@@ -9,7 +9,7 @@ from refcam.network import Network
 
 def conv(name, rng, f, c, k, nd=2, padding="same", inputs=()):
     kernel = (k,) * nd
-    cls = {1: L.Convolution1dLayer, 2: L.Convolution2dLayer, 3: L.Convolution3dLayer}[nd]
+    cls = L.CONVOLUTION_BY_RANK[nd]
     return cls(name=name, inputs=inputs, filter_size=kernel, num_filters=f, padding=padding,
                weights=rng.standard_normal((f, c) + kernel) / np.sqrt(c * k ** nd),
                bias=0.1 * rng.standard_normal(f))

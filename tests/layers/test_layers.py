@@ -14,15 +14,14 @@ import pytest
 
 from refcam.autodiff import Tensor
 from refcam.errors import LayerConfigError, LayerShapeError
-from refcam.layers import (LAYER_KINDS, AdditionLayer, AveragePooling1dLayer, AveragePooling2dLayer,
-                           AveragePooling3dLayer, BatchNormalizationLayer, ClassificationLayer,
+from refcam.layers import (AVERAGE_POOLING_BY_RANK, CONVOLUTION_BY_RANK, GLOBAL_AVERAGE_POOLING_BY_RANK,
+                           GLOBAL_MAX_POOLING_BY_RANK, LAYER_KINDS, MAX_POOLING_BY_RANK, AdditionLayer,
+                           AveragePooling2dLayer, BatchNormalizationLayer, ClassificationLayer,
                            ClippedReLULayer, Convolution1dLayer, Convolution2dLayer, Convolution3dLayer,
                            DepthConcatenationLayer, DropoutLayer, FlattenLayer, FullyConnectedLayer,
-                           GlobalAveragePooling1dLayer, GlobalAveragePooling2dLayer,
-                           GlobalAveragePooling3dLayer, GlobalMaxPooling1dLayer, GlobalMaxPooling2dLayer,
-                           GlobalMaxPooling3dLayer, GroupedConvolution2dLayer, Image3dInputLayer,
-                           ImageInputLayer, Layer, LayerNormalizationLayer, LeakyReLULayer,
-                           MaxPooling1dLayer, MaxPooling2dLayer, MaxPooling3dLayer, RegressionLayer,
+                           GlobalAveragePooling1dLayer, GlobalAveragePooling2dLayer, GlobalMaxPooling2dLayer,
+                           GroupedConvolution2dLayer, Image3dInputLayer, ImageInputLayer, Layer,
+                           LayerNormalizationLayer, LeakyReLULayer, MaxPooling2dLayer, RegressionLayer,
                            ReLULayer, SequenceInputLayer, SoftmaxLayer, internal_padding,
                            matlab_padding_from_internal)
 from refcam.layers.common import constant, num2str, scalar2str
@@ -31,13 +30,6 @@ from tests.ops.naive_conv import naive_conv
 from tests.ops.naive_ops import batch_norm_loops, layer_norm_loops
 from tests.ops.naive_pooling import naive_avg_pool, naive_max_pool
 from tests.tolerances import CROSS, F32, F64
-
-CONV_CLASSES = {1: Convolution1dLayer, 2: Convolution2dLayer, 3: Convolution3dLayer}
-MAX_POOL_CLASSES = {1: MaxPooling1dLayer, 2: MaxPooling2dLayer, 3: MaxPooling3dLayer}
-AVG_POOL_CLASSES = {1: AveragePooling1dLayer, 2: AveragePooling2dLayer, 3: AveragePooling3dLayer}
-GLOBAL_AVG_CLASSES = {1: GlobalAveragePooling1dLayer, 2: GlobalAveragePooling2dLayer,
-                      3: GlobalAveragePooling3dLayer}
-GLOBAL_MAX_CLASSES = {1: GlobalMaxPooling1dLayer, 2: GlobalMaxPooling2dLayer, 3: GlobalMaxPooling3dLayer}
 
 
 # --- independent padding rules (written from MATLAB's documentation) -------------------
@@ -91,7 +83,7 @@ CONV_CASES = [
 def make_conv(rng, rank, filt, channels, filters, groups, **props):
     weights = rng.standard_normal((filters, channels // groups) + filt)
     bias = rng.standard_normal(filters)
-    return CONV_CLASSES[rank]("conv", filter_size=filt, num_filters=filters, num_channels=channels,
+    return CONVOLUTION_BY_RANK[rank]("conv", filter_size=filt, num_filters=filters, num_channels=channels,
                               groups=groups, weights=weights, bias=bias, **props)
 
 
@@ -170,7 +162,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_max_pooling_layer_matches_naive(case, rng):
     rank, spatial, pool, stride, padding = case
-    layer = MAX_POOL_CLASSES[rank]("pool", pool_size=pool, stride=stride, padding=padding)
+    layer = MAX_POOLING_BY_RANK[rank]("pool", pool_size=pool, stride=stride, padding=padding)
     x = rng.standard_normal((2, 3) + spatial)
     y = layer.forward(Tensor(x)).data
     expected, _ = naive_max_pool(x, pool, stride, expected_padding(padding, spatial, pool, stride, (1,) * rank))
@@ -182,7 +174,7 @@ def test_max_pooling_layer_matches_naive(case, rng):
 @pytest.mark.parametrize("padding_value", [0, "mean"])
 def test_average_pooling_layer_matches_naive(case, padding_value, rng):
     rank, spatial, pool, stride, padding = case
-    layer = AVG_POOL_CLASSES[rank]("pool", pool_size=pool, stride=stride, padding=padding,
+    layer = AVERAGE_POOLING_BY_RANK[rank]("pool", pool_size=pool, stride=stride, padding=padding,
                                    padding_value=padding_value)
     x = rng.standard_normal((2, 3) + spatial)
     y = layer.forward(Tensor(x)).data
@@ -203,12 +195,12 @@ def test_global_pooling_layers(rank, rng):
     spatial = (4, 3, 2)[:rank]
     x = rng.standard_normal((2, 3) + spatial)
     axes = tuple(range(2, 2 + rank))
-    for classes, reduce in ((GLOBAL_AVG_CLASSES, np.mean), (GLOBAL_MAX_CLASSES, np.max)):
+    for classes, reduce in ((GLOBAL_AVERAGE_POOLING_BY_RANK, np.mean), (GLOBAL_MAX_POOLING_BY_RANK, np.max)):
         layer = classes[rank]("gp")
         y = layer.forward(Tensor(x)).data
         np.testing.assert_allclose(y, reduce(x, axis=axes, keepdims=True), **F64)
         assert layer.output_shape((3,) + spatial) == y.shape[1:] == (3,) + (1,) * rank
-    assert GLOBAL_AVG_CLASSES[1]("gp").output_shape((5, None)) == (5, 1)
+    assert GLOBAL_AVERAGE_POOLING_BY_RANK[1]("gp").output_shape((5, None)) == (5, 1)
 
 
 # --- output_shape agrees with forward on random configurations ---------------------------------
@@ -239,7 +231,7 @@ def test_output_shape_agrees_with_forward_on_random_configurations(seed):
     if not isinstance(padding, str):
         padding = tuple(min(p, kernel[i // 2] - 1) for i, p in enumerate(padding))
     if padding != "causal":
-        for pool in (MAX_POOL_CLASSES[rank], AVG_POOL_CLASSES[rank]):
+        for pool in (MAX_POOLING_BY_RANK[rank], AVERAGE_POOLING_BY_RANK[rank]):
             layer = pool("p", pool_size=kernel, stride=stride, padding=padding)
             assert layer.output_shape((2,) + spatial) == layer.forward(x).shape[1:]
 
