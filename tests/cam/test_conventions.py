@@ -85,16 +85,6 @@ def test_every_peer_file_is_committed():
 
 
 # --- the recipes by hand ----------------------------------------------------------------------------
-@pytest.fixture
-def classifier(rng):
-    return nets.classifier_2d(rng)
-
-
-@pytest.fixture
-def image(rng):
-    return rng.uniform(0.0, 1.0, (8, 8, 3))
-
-
 def linear_cam(res):
     """sum_C alpha A per label and observation, (K, B, *S), written out with einsum."""
     return np.einsum("kbc,bc...->kb...", res.weights, res.activations)

@@ -17,16 +17,6 @@ from tests.tolerances import F32, F64
 VJP = TOLERANCES["vjp"]
 
 
-@pytest.fixture
-def classifier(rng):
-    return nets.classifier_2d(rng)
-
-
-@pytest.fixture
-def image(rng):
-    return rng.uniform(0.0, 1.0, (8, 8, 3))
-
-
 # --- G13: the formula, on a network small enough to check by hand -------------------------------
 WORKED_A1 = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [2.0, 0.0, 1.0]])
 WORKED_A2 = np.array([[0.0, 1.0, 1.0], [2.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
