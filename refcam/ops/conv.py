@@ -51,6 +51,14 @@ VJPs (``g_y = dL/dy`` of shape ``(B, F, *O)``, as ``(B, G, F/G, P)``)
   cells no window reaches (a remainder when ``s`` does not divide the span)
   receive zero.
 
+Both VJPs use the forward pass's tiles: when ``cols`` (weight) or ``g_cols``
+(input) would exceed the budget, they are built for one tile of output rows
+at a time, and the weight gradient sums the tiles' GEMMs (``dL/dW = sum over
+tiles of g_y_tile @ cols_tile^T``) while the input gradient adds each tile's
+``g_cols`` onto ``dL/dx_pad``. With a single tile (every input within the
+budget) the operations and their order are those written above; with several,
+only the order of the additions changes.
+
 Convolution is linear in each argument, so it has no non-differentiable points.
 
 Only the gradients whose ``needs[i]`` is true are computed.
@@ -192,23 +200,21 @@ def _row_tiles(x_shape: Ints, kernel: Ints, out: Ints, itemsize: int) -> list[tu
     return [(first, min(first + per_tile, out[0])) for first in range(0, out[0], per_tile)]
 
 
-def _col2im(grad_cols: Any, x_shape: Ints, stride: Ints, dilation: Ints, padding: Ints) -> Any:
-    """Adjoint of :func:`_im2col`: add ``grad_cols (B, C, *k, *O)`` back onto the input positions.
+def _col2im_add(grad_x_pad: Any, grad_cols: Any, stride: Ints, dilation: Ints, first: int = 0) -> None:
+    """Adjoint of :func:`_im2col`, in place: add ``grad_cols (B, C, *k, *O_tile)`` onto ``grad_x_pad``.
 
-    ``dL/dx_pad[b, c, o*s + k*d] += grad_cols[b, c, k, o]``, one strided slice per
-    kernel offset ``k``; the padding is then cropped off.
+    ``grad_x_pad[b, c, o*s + k*d] += grad_cols[b, c, k, o - first]`` for the
+    output positions ``o`` of the tile whose first index on the first spatial
+    axis is ``first``; one strided slice per kernel offset ``k``.
     """
-    xp = get_xp(grad_cols)
     nd = len(stride)
     kernel, out = grad_cols.shape[2:2 + nd], grad_cols.shape[2 + nd:]
-    padded_spatial = tuple(n + padding[i] + padding[nd + i] for i, n in enumerate(x_shape[2:]))
-    grad_x_pad = xp.zeros(tuple(x_shape[:2]) + padded_spatial, dtype=grad_cols.dtype)
+    starts = (first * stride[0],) + (0,) * (nd - 1)
     every = (slice(None), slice(None))
     for offset in itertools.product(*(range(k) for k in kernel)):
-        target = tuple(slice(k * d, k * d + (o - 1) * s + 1, s)
-                       for k, d, o, s in zip(offset, dilation, out, stride))
+        target = tuple(slice(start + k * d, start + k * d + (o - 1) * s + 1, s)
+                       for start, k, d, o, s in zip(starts, offset, dilation, out, stride))
         grad_x_pad[every + target] += grad_cols[every + offset]
-    return unpad(grad_x_pad, padding)
 
 
 # --- array kernels -------------------------------------------------------------
@@ -251,30 +257,43 @@ def conv_forward(x: Any, w: Any, b: Any | None, stride: Sequence[int], dilation:
 
 def conv_vjp_input(grad_y: Any, w: Any, x_shape: Sequence[int], stride: Sequence[int],
                    dilation: Sequence[int], padding: Sequence[int], groups: int = 1) -> Any:
-    """``dL/dx`` of shape ``x_shape``: ``g_cols = W^T @ g_y``, then col2im (module docstring)."""
-    x_shape = tuple(x_shape)
+    """``dL/dx`` of shape ``x_shape``: ``g_cols = W^T @ g_y``, then col2im, tile by tile (module docstring)."""
+    x_shape, stride, dilation, padding = tuple(x_shape), tuple(stride), tuple(dilation), tuple(padding)
     _check_grad_y(grad_y, conv_output_shape(x_shape, w.shape, stride, dilation, padding, groups))
     xp = get_xp(grad_y, w)
-    batch, channels = x_shape[:2]
+    nd, (batch, channels) = len(stride), x_shape[:2]
     filters, kernel, out = w.shape[0], tuple(w.shape[2:]), tuple(grad_y.shape[2:])
     w_mat_t = xp.swapaxes(w.reshape(groups, filters // groups, -1), 1, 2)  # (G, (C/G)*K, F/G)
     grad_y_mat = grad_y.reshape(batch, groups, filters // groups, -1)  # (B, G, F/G, P)
-    grad_cols = xp.matmul(w_mat_t, grad_y_mat).reshape((batch, channels) + kernel + out)
-    return _col2im(grad_cols, x_shape, tuple(stride), tuple(dilation), tuple(padding))
+    padded_spatial = tuple(n + padding[i] + padding[nd + i] for i, n in enumerate(x_shape[2:]))
+    grad_x_pad = xp.zeros(x_shape[:2] + padded_spatial, dtype=xp.result_type(grad_y.dtype, w.dtype))
+    row = math.prod(out[1:])
+    for first, stop in _row_tiles(x_shape, kernel, out, grad_x_pad.dtype.itemsize):
+        grad_cols = xp.matmul(w_mat_t, grad_y_mat[..., first * row:stop * row])
+        _col2im_add(grad_x_pad, grad_cols.reshape((batch, channels) + kernel + (stop - first,) + out[1:]),
+                    stride, dilation, first)
+        del grad_cols  # freed before the next tile's
+    return unpad(grad_x_pad, padding)
 
 
 def conv_vjp_weight(grad_y: Any, x: Any, w_shape: Sequence[int], stride: Sequence[int],
                     dilation: Sequence[int], padding: Sequence[int], groups: int = 1) -> Any:
-    """``dL/dw`` of shape ``w_shape``: ``sum_b g_y[b] @ cols[b]^T`` with the columns rebuilt from ``x``."""
-    w_shape = tuple(w_shape)
+    """``dL/dw`` of shape ``w_shape``: ``sum_b g_y[b] @ cols[b]^T``, columns rebuilt from ``x`` tile by tile."""
+    w_shape, stride, dilation, padding = tuple(w_shape), tuple(stride), tuple(dilation), tuple(padding)
     y_shape = conv_output_shape(x.shape, w_shape, stride, dilation, padding, groups)
     _check_grad_y(grad_y, y_shape)
     xp = get_xp(grad_y, x)
     kernel, out = w_shape[2:], y_shape[2:]
-    cols = _im2col(x, kernel, out, tuple(stride), tuple(dilation), tuple(padding), groups)  # (G, CK/G, B*P)
-    grad_y_mat = xp.swapaxes(grad_y.reshape(x.shape[0], w_shape[0], -1), 0, 1).reshape(
-        groups, w_shape[0] // groups, -1)                                   # (G, F/G, B*P)
-    grad_w_mat = xp.matmul(grad_y_mat, xp.swapaxes(cols, -1, -2))           # (G, F/G, (C/G)*K)
+    grad_y_3d = grad_y.reshape(x.shape[0], w_shape[0], -1)                 # (B, F, P)
+    row = math.prod(out[1:])
+    grad_w_mat = None
+    for first, stop in _row_tiles(tuple(x.shape), kernel, out, x.dtype.itemsize):
+        cols = _im2col(x, kernel, out, stride, dilation, padding, groups, (first, stop))  # (G, CK/G, B*P_tile)
+        grad_y_mat = xp.swapaxes(grad_y_3d[..., first * row:stop * row], 0, 1).reshape(
+            groups, w_shape[0] // groups, -1)                              # (G, F/G, B*P_tile)
+        part = xp.matmul(grad_y_mat, xp.swapaxes(cols, -1, -2))           # (G, F/G, (C/G)*K)
+        grad_w_mat = part if grad_w_mat is None else grad_w_mat + part
+        del cols  # freed before the next tile's
     return grad_w_mat.reshape(w_shape)
 
 

@@ -326,3 +326,55 @@ def test_tiled_forward_keeps_the_column_buffer_within_budget(rng, monkeypatch):
     monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", 1 << 26)
     untiled = conv_forward(x, w, None, (1, 1, 1), (1, 1, 1), (1, 1, 1, 1, 1, 1))
     np.testing.assert_allclose(y, untiled, **F64)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_vjps_tiled_over_output_rows_match_loop_twin(case: Case, rng, monkeypatch):
+    """With a 1-byte budget the input and weight VJPs also run one output row at a time."""
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", 1)
+    y_shape = conv_output_shape(case.x.shape, case.w.shape, **case.geometry)
+    assert len(conv_module._row_tiles(case.x.shape, case.w.shape[2:], y_shape[2:], 8)) == y_shape[2]
+    grad_y = rng.standard_normal(y_shape)
+    geometry = (case.stride, case.dilation, case.padding, case.groups)
+    np.testing.assert_allclose(conv_vjp_input(grad_y, case.w, case.x.shape, *geometry),
+                               naive_conv_vjp_input(grad_y, case.w, case.x.shape, *geometry), **F64)
+    np.testing.assert_allclose(conv_vjp_weight(grad_y, case.x, case.w.shape, *geometry),
+                               naive_conv_vjp_weight(grad_y, case.x, case.w.shape, *geometry), **F64)
+    if case.b is None:
+        check_vjp(lambda x, w: case.run(x, w, None), [case.x, case.w])
+    else:
+        check_vjp(case.run, [case.x, case.w, case.b])
+
+
+def test_one_tile_vjps_are_the_untiled_formula_bit_for_bit(rng):
+    """Within the budget the VJPs are one GEMM each: the same bits as the formula written out."""
+    x, w = rng.standard_normal((2, 4, 6, 5)), rng.standard_normal((6, 2, 3, 3))
+    geometry = ((1, 1), (1, 1), (1, 1, 1, 1), 2)
+    grad_y = rng.standard_normal(conv_output_shape(x.shape, w.shape, *geometry))
+    cols = conv_module._im2col(x, (3, 3), (6, 5), *geometry)                     # (G, CK/G, B*P)
+    g = np.swapaxes(grad_y.reshape(2, 6, -1), 0, 1).reshape(2, 3, -1)
+    np.testing.assert_array_equal(conv_vjp_weight(grad_y, x, w.shape, *geometry),
+                                  np.matmul(g, np.swapaxes(cols, -1, -2)).reshape(w.shape))
+
+
+def test_tiled_vjps_keep_the_column_buffers_within_budget(rng, monkeypatch):
+    """Peak traced memory of a 3-D input and weight VJP stays near the budget, far below the whole columns."""
+    import tracemalloc
+
+    budget = 1 << 18
+    monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", budget)
+    x = rng.standard_normal((1, 2, 24, 24, 24))
+    w = rng.standard_normal((4, 2, 3, 3, 3))
+    geometry = ((1, 1, 1), (1, 1, 1), (1, 1, 1, 1, 1, 1))
+    grad_y = rng.standard_normal((1, 4, 24, 24, 24))
+    whole_columns = x.size * 27 * 8                      # 5.97 MB
+    for vjp, args in ((conv_vjp_input, (grad_y, w, x.shape)), (conv_vjp_weight, (grad_y, x, w.shape))):
+        tracemalloc.start()
+        tiled = vjp(*args, *geometry)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        padded_input = 2 * 26 ** 3 * 8
+        assert peak < padded_input + x.nbytes + 2 * budget < whole_columns / 3, vjp.__name__
+        monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", 1 << 26)
+        np.testing.assert_allclose(tiled, vjp(*args, *geometry), **F64)
+        monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", budget)
