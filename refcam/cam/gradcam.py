@@ -148,9 +148,10 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
     stacked = label is not None and is_label_sequence(label)
     scores, label_indices = _score_functions(net, reduced, label, reduction, mask, layout)
     xp = get_xp(activations.data)
-    score_tensors = [score(reduced) for score in scores]
+    evaluated = [score.evaluate(reduced) for score in scores]
+    score_tensors = [total for total, _ in evaluated]
     gradients = xp.stack([grad(s, [activations])[0] for s in score_tensors])               # (K, B, C, *S)
-    score_values = xp.stack([_per_observation_scores(score, reduced) for score in scores])  # (K, B)
+    score_values = xp.stack([per_observation for _, per_observation in evaluated])          # (K, B)
     _check_gradients_not_all_zero(xp, gradients, feature_name, reduction_name)
 
     weights, raw = channel_weights_and_map(gradients, activations.data)
@@ -213,13 +214,12 @@ def _class_index(net: Network, label: Any, num_classes: int) -> int:
 
 
 def _score_functions(net: Network, reduced: Tensor, label: Any, reduction: Any, mask: Any,
-                     layout: Any) -> tuple[list[Callable[[Tensor], Tensor]], list[int] | None]:
-    """One score function per label: Tensor (B, C, *S) -> scalar Tensor (summed over the batch)."""
+                     layout: Any) -> tuple[list[ClassScore] | list[ReductionScore], list[int] | None]:
+    """One score per label (or the one user reduction), each evaluated on the reduction output (B, C, *S)."""
     if reduction is not None:
         if mask is not None:
             raise GradCAMError("mask= restricts a class score; with reduction= put the mask in the function.")
-        channels_first = net.input_layer.default_format.startswith("C")
-        return [lambda y: _sum_reduction(reduction, y, channels_first)], None
+        return [ReductionScore(reduction, net.input_layer.default_format.startswith("C"))], None
     labels = list(label) if is_label_sequence(label) else [label]
     if not labels:
         raise LabelError("label is an empty sequence; give at least one class.")
@@ -244,6 +244,43 @@ class ClassScore:
         channel = y[:, self.index] if self.weight is None else y[:, self.index] * self.weight
         return channel.reshape(channel.shape[0], -1).sum(axis=1)
 
+    def evaluate(self, y: Tensor) -> tuple[Tensor, Any]:
+        """The recorded batch score (scalar Tensor) and, for the record, each observation's score (B,)."""
+        return self(y), self.per_observation(y.data)
+
+
+@dataclass(frozen=True)
+class ReductionScore:
+    """G3: ``y = sum over observations b of reduction(Y[b])``, the user function called once per observation.
+
+    ``Y[b]`` is passed as MATLAB passes it (:func:`_observation_view`);
+    observations are independent at inference, so the gradient of the sum
+    with respect to ``A[b]`` is that of ``reduction(Y[b])`` alone.
+    """
+
+    reduction: Callable[[Tensor], Tensor]
+    channels_first: bool
+
+    def evaluate(self, y: Tensor) -> tuple[Tensor, Any]:
+        """The recorded sum (scalar Tensor) and the per-observation values (B,) it adds up."""
+        terms = [self._term(_observation_view(y[b], self.channels_first)) for b in range(y.shape[0])]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total, y.xp.stack([term.data for term in terms])
+
+    def _term(self, observation: Tensor) -> Tensor:
+        value = self.reduction(observation)
+        if not isinstance(value, Tensor):
+            raise ReductionError(
+                f"the reduction function returned {type(value).__name__}, not a refcam Tensor; build the "
+                "score from its argument with Tensor operations (indexing, +, *, sum, mean, ...).")
+        if value.size != 1:
+            raise ReductionError(
+                f"the reduction function must return a scalar, but returned shape {value.shape}; "
+                "reduce it, e.g. with .sum() or by indexing one element.")
+        return value.reshape(())
+
 
 def _mask_weight(mask: Any, reduced: Tensor, layout: Any) -> Any:
     """The mask as a 0/1 array broadcastable against ``Y[:, c]`` (shape ``(1, *S)``)."""
@@ -264,37 +301,6 @@ def _observation_view(y: Tensor, channels_first: bool) -> Tensor:
     if channels_first:
         return y
     return y.transpose(tuple(range(1, y.ndim)) + (0,))
-
-
-def _sum_reduction(reduction: Callable[[Tensor], Tensor], y: Tensor, channels_first: bool) -> Tensor:
-    """G3 for every observation, summed (observations are independent at inference)."""
-    total = None
-    for b in range(y.shape[0]):
-        value = reduction(_observation_view(y[b], channels_first))
-        if not isinstance(value, Tensor):
-            raise ReductionError(
-                f"the reduction function returned {type(value).__name__}, not a refcam Tensor; build the "
-                "score from its argument with Tensor operations (indexing, +, *, sum, mean, ...).")
-        if value.size != 1:
-            raise ReductionError(
-                f"the reduction function must return a scalar, but returned shape {value.shape}; "
-                "reduce it, e.g. with .sum() or by indexing one element.")
-        value = value.reshape(())
-        total = value if total is None else total + value
-    return total
-
-
-def _per_observation_scores(score: Callable[[Tensor], Tensor], reduced: Tensor) -> Any:
-    """The score of each observation separately, for the record: shape (B,).
-
-    Class scores are evaluated for the whole batch at once; a user reduction
-    function is called once per observation (G3: it sees one observation).
-    """
-    if isinstance(score, ClassScore):
-        return score.per_observation(reduced.data)
-    xp = reduced.xp
-    values = [score(Tensor(reduced.data[b:b + 1])).data for b in range(reduced.shape[0])]
-    return xp.stack([xp.asarray(v).reshape(()) for v in values])
 
 
 def _check_gradients_not_all_zero(xp: Any, gradients: Any, feature: str, reduction: str) -> None:

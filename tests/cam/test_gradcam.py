@@ -423,3 +423,18 @@ def test_convention_keyword_dispatches_to_peer_recipes(classifier, image):
         np.testing.assert_array_equal(via_keyword.map, direct.map)
     with pytest.raises(GradCAMError, match="convention"):
         gradcam(classifier, image, "cat", convention="grad-cam")
+
+
+def test_reduction_function_is_called_once_per_observation(classifier, rng):
+    """The recorded score and the per-observation scores come from the same calls (no second evaluation)."""
+    calls = []
+
+    def reduction(y):
+        calls.append(y.shape)
+        return (y * y).sum()
+
+    batch = rng.uniform(0, 1, (8, 8, 3, 3))
+    res = gradcam(classifier, batch, reduction=reduction, format="SSCB")
+    assert len(calls) == 3
+    probabilities = classifier.predict(batch, format="SSCB")
+    np.testing.assert_allclose(res.scores[0], (probabilities ** 2).reshape(3, -1).sum(axis=1), **F64)
