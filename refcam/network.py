@@ -51,12 +51,12 @@ from .autodiff import Tensor
 from .errors import (CycleError, DuplicateLayerNameError, InputError, InputLayerError,
                      LayerNotFoundError, LayerShapeError, NetworkError, OutputLayerError,
                      UnknownInputError)
-from .backend import to_device
+from .backend import is_cupy_array, to_device
 from .layers.base import Layer
+from .layers.common import CONSTANT_CACHE, stage_parameters
 from .layout import to_internal
 
 Shape = tuple[int, ...]
-CONSTANT_CACHE = "_constant_cache"  # per-layer casts of parameters kept by refcam.layers.common.constant
 
 
 class Network:
@@ -222,6 +222,12 @@ class Network:
         dict
             ``{name: Tensor}`` for each of ``outputs`` (and ``grad_from``).
 
+        Before the first layer runs, the parameters of the layers to run that
+        are on the other device than ``x`` are copied to its device (in its
+        dtype) and kept on their layers for later passes
+        (:func:`refcam.layers.common.stage_parameters`): the pass itself makes
+        no host/device copy. ``to_device`` moves a whole network up front instead.
+
         >>> out = net.forward_tensors(x, ["fc"], grad_from="relu_4")   # doctest: +SKIP
         >>> grad(out["fc"].sum(), [out["relu_4"]])                      # doctest: +SKIP
         """
@@ -232,6 +238,8 @@ class Network:
         self._check_input_tensor(x.shape)
         needed = _reachable(wanted, lambda n: self._by_name[n].inputs)
         schedule = [layer for layer in self._layers if layer.name in needed]
+        for layer in schedule:
+            stage_parameters(layer, x.dtype, is_cupy_array(x.data))
         remaining_uses = {name: 0 for name in needed}
         for layer in schedule:
             for source in layer.inputs:
@@ -288,8 +296,10 @@ class Network:
 
         Layers are shallow copies with their parameter arrays moved
         (:func:`refcam.backend.to_device`; arrays already there are shared, not
-        copied); this network is not modified. Layers also move parameters
-        lazily to their input's device, so this is an up-front transfer, done once.
+        copied); this network is not modified. Without it, a forward pass on
+        the other device copies the parameters it needs before its first layer
+        runs and keeps them on the layers (:meth:`forward_tensors`); this is
+        the same transfer made up front, for the whole network.
 
         >>> gpu_net = net.to_device("gpu")     # doctest: +SKIP
         """

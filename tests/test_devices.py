@@ -262,8 +262,49 @@ def test_no_host_device_copy_inside_the_forward_pass_and_reverse_sweep(rng, monk
     monkeypatch.setattr(cupy, "asarray", device_only(cupy.asarray))
     monkeypatch.setattr(cupy, "array", device_only(cupy.array))
     monkeypatch.setattr(cupy, "asnumpy", no_transfer)
-    monkeypatch.setattr(refcam.layers.common, "to_device", no_transfer)   # the lazy parameter transfer
+    monkeypatch.setattr(refcam.layers.common, "to_device", no_transfer)   # parameter staging
     for net, x in zip(networks, inputs):   # every layer taped: every VJP runs
         outputs = net.forward_tensors(Tensor(x), ["input", "softmax"], grad_from="input")
         (gradient,) = grad(outputs["softmax"][:, 1].sum(), [outputs["input"]])
         assert is_cupy_array(gradient) and is_cupy_array(outputs["softmax"].data)
+
+
+# --- parameter staging: the only host/device copy of a pass, made before it (CPU-testable) -------
+class FakeGpuArray:
+    """Looks like a CuPy ndarray to refcam (its type's module is ``cupy``); counts its downloads."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, host: np.ndarray):
+        self.host, self.shape, self.dtype, self.ndim, self.downloads = host, host.shape, host.dtype, host.ndim, 0
+
+    def get(self) -> np.ndarray:
+        self.downloads += 1
+        return self.host.copy()
+
+
+def test_a_parameter_on_the_other_device_is_staged_once_before_the_pass(rng):
+    net = nets.classifier_2d(rng)
+    image = rng.uniform(0, 1, (8, 8, 3))
+    expected = net.predict(image)
+    fc = net.layer("fc")
+    fc.weights = FakeGpuArray(fc.weights)
+    np.testing.assert_array_equal(net.predict(image), expected)
+    assert fc.weights.downloads == 1
+    np.testing.assert_array_equal(gradcam(net, image, "cat").scores[0], expected[:, 0])
+    assert fc.weights.downloads == 1                       # kept on the layer for later passes
+    net.predict(image, dtype="float32")
+    assert fc.weights.downloads == 2                       # one more copy, in the new dtype
+    fc.weights = FakeGpuArray(fc.weights.host * 2.0)       # a replaced parameter is staged anew
+    assert not np.array_equal(net.predict(image), expected) and fc.weights.downloads == 1
+
+
+def test_an_unstaged_parameter_on_the_other_device_is_an_error_not_a_copy(rng):
+    from refcam.errors import BackendError
+    from refcam.layers.common import constant
+
+    fc = nets.classifier_2d(rng).layer("fc")
+    fc.weights = FakeGpuArray(fc.weights)
+    with pytest.raises(BackendError, match=r"'fc'.*'weights' is on the GPU but the input is on the CPU"):
+        constant(fc, "weights", Tensor(np.zeros((1, 4))))
+    assert fc.weights.downloads == 0

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from ..autodiff import Tensor
 from ..backend import get_xp, is_cupy_array, to_device
-from ..errors import LayerConfigError, LayerShapeError, MissingParameterError, ParameterShapeError
+from ..errors import BackendError, LayerConfigError, LayerShapeError, MissingParameterError, ParameterShapeError
 from ..ops.padding import effective_kernel, output_length, resolve_padding
 from .base import Layer
 
@@ -208,25 +208,63 @@ def padding_text(padding: str | Sequence[int]) -> str:
 
 
 # --- parameters as tensors -------------------------------------------------------
+CONSTANT_CACHE = "_constant_cache"  # per-layer copies of parameters in a compute dtype and device
+
+
 def constant(layer: Any, param: str, like: Tensor) -> Tensor:
     """Parameter ``param`` of ``layer`` as a constant Tensor with ``like``'s dtype and array module.
 
     When the stored array already matches it is wrapped without a copy; otherwise
-    the cast (or host/device copy) is made once and kept on the layer, keyed by
-    the parameter, dtype and module, and redone if the stored array is replaced.
+    a cast on the same device is made once and kept on the layer, keyed by the
+    parameter, dtype and device, and redone if the stored array is replaced.
+    A parameter on the other device must have been staged before the pass
+    (:func:`stage_parameters`, which ``Network.forward_tensors`` calls): no
+    host/device copy is made here, inside the graph.
+
+    Raises :class:`~refcam.errors.BackendError` for an unstaged parameter on
+    the other device.
     """
     array = require_param(layer, param)
     on_gpu = is_cupy_array(like.data)
     if array.dtype == like.dtype and is_cupy_array(array) == on_gpu:
         return Tensor(array)
-    cache = layer.__dict__.setdefault("_constant_cache", {})
-    key = (param, str(like.dtype), on_gpu)
-    hit = cache.get(key)
-    if hit is not None and hit[0] is array:
-        return hit[1]
-    moved = to_device(array, "gpu" if on_gpu else "cpu")
-    tensor = Tensor(get_xp(moved).asarray(moved, dtype=like.dtype))
-    cache[key] = (array, tensor)
+    hit = _cached(layer, param, like.dtype, on_gpu)
+    if hit is not None:
+        return hit
+    if is_cupy_array(array) != on_gpu:
+        where, there = ("CPU", "GPU") if on_gpu else ("GPU", "CPU")
+        raise BackendError(
+            f"{describe_owner(layer)}: parameter {param!r} is on the {where} but the input is on the {there}, "
+            "and refcam copies parameters between devices only before a forward pass: run the network "
+            "through Network.forward_tensors/predict/activations or refcam.gradcam (they stage it), or move it "
+            f"first with net.to_device({there.lower()!r}).")
+    return _keep(layer, param, array, like.dtype, on_gpu, get_xp(array).asarray(array, dtype=like.dtype))
+
+
+def stage_parameters(layer: Any, dtype: Any, on_gpu: bool) -> None:
+    """Copy each parameter of ``layer`` that is on the other device to this one, cast to ``dtype``, once.
+
+    The copies are kept where :func:`constant` finds them (and remade only
+    when a stored array is replaced), so a forward pass on that device and
+    dtype makes no host/device copy. Parameters already on the device are left
+    alone (a dtype cast stays with :func:`constant`).
+    """
+    for param, array in layer.params().items():
+        if is_cupy_array(array) == on_gpu or _cached(layer, param, dtype, on_gpu) is not None:
+            continue
+        moved = to_device(array, "gpu" if on_gpu else "cpu")
+        _keep(layer, param, array, dtype, on_gpu, get_xp(moved).asarray(moved, dtype=dtype))
+
+
+def _cached(layer: Any, param: str, dtype: Any, on_gpu: bool) -> Tensor | None:
+    """The kept copy of ``param`` for ``dtype`` and device, if it was made from the array stored now."""
+    hit = layer.__dict__.get(CONSTANT_CACHE, {}).get((param, str(dtype), on_gpu))
+    return hit[1] if hit is not None and hit[0] is getattr(layer, param) else None
+
+
+def _keep(layer: Any, param: str, source: Any, dtype: Any, on_gpu: bool, array: Any) -> Tensor:
+    tensor = Tensor(array)
+    layer.__dict__.setdefault(CONSTANT_CACHE, {})[(param, str(dtype), on_gpu)] = (source, tensor)
     return tensor
 
 
