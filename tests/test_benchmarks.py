@@ -1,0 +1,46 @@
+"""The benchmark scripts still run end to end (no timing is asserted: speed lives in docs/performance.md).
+
+``benchmarks/`` is not part of the suite, but a script that broke would only
+show on the next measuring session, and ``gpu.py`` on the next rare GPU
+session. These run ``run.py`` on the two smallest seed networks and ``gpu.py``
+on the CPU with a batch of 2, in subprocesses as a user would, and check what
+their JSON reports: the float64 agreement guards passed and every row has a
+time on both sides. They need PyTorch (the other side of every row).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str) -> None:
+    completed = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                               check=False)
+    assert completed.returncode == 0, f"{args[0]} failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+
+
+def test_run_py_quick_on_the_small_seed_networks(torch, tmp_path):
+    out = tmp_path / "latest.json"
+    run_script("benchmarks/run.py", "--quick", "--no-memory", "--networks", "e2_digits", "e3_vowels",
+               "--json", str(out))
+    record = json.loads(out.read_text())
+    networks = record["networks"]
+    assert [net["network"] for net in networks] == ["e2_digits", "e3_vowels"]
+    assert all(net["forward_check"]["passed"] and net["gradcam_check"]["passed"] for net in networks)
+    rows = [row for net in networks for row in net["rows"]]
+    assert len(rows) == 8 and all(row["refcam_ms"] > 0 and row["torch_ms"] > 0 for row in rows)
+    assert "refcam_commit" in record["machine"] and record["machine"]["threads"] == 2
+
+
+def test_gpu_py_runs_on_the_cpu(torch, tmp_path):
+    out = tmp_path / "gpu.json"
+    run_script("benchmarks/gpu.py", "--device", "cpu", "--batch", "2", "--warmup", "0", "--repeats", "1",
+               "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["dtype"] for row in rows] == ["float32", "float64"]
+    assert all("error" not in row and row["refcam_ms"] > 0 and row["torch_ms"] > 0 for row in rows)
+    assert max(rows[1]["gradients_diff"], rows[1]["raw_map_diff"]) <= 1e-9
