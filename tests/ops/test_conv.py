@@ -152,16 +152,19 @@ def test_causal_output_step_sees_no_later_input(case: Case):
     np.testing.assert_array_equal(y[..., ~sees_last], y_later[..., ~sees_last])
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_vjps_match_loop_twin(case: Case, rng):
-    y_shape = conv_output_shape(case.x.shape, case.w.shape, **case.geometry)
-    grad_y = rng.standard_normal(y_shape)
+def assert_vjps_match_loop_twins(case: Case, grad_y: np.ndarray) -> None:
     geometry = (case.stride, case.dilation, case.padding, case.groups)
     np.testing.assert_allclose(conv_vjp_input(grad_y, case.w, case.x.shape, *geometry),
                                naive_conv_vjp_input(grad_y, case.w, case.x.shape, *geometry), **F64)
     np.testing.assert_allclose(conv_vjp_weight(grad_y, case.x, case.w.shape, *geometry),
                                naive_conv_vjp_weight(grad_y, case.x, case.w.shape, *geometry), **F64)
     np.testing.assert_allclose(conv_vjp_bias(grad_y), naive_conv_vjp_bias(grad_y), **F64)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_vjps_match_loop_twin(case: Case, rng):
+    assert_vjps_match_loop_twins(case, rng.standard_normal(conv_output_shape(case.x.shape, case.w.shape,
+                                                                             **case.geometry)))
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -180,12 +183,16 @@ def test_float32_in_float32_out(case: Case):
     assert conv_vjp_weight(grad_y, x32, w32.shape, *geometry).dtype == np.float32
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_check_vjp_for_input_weight_and_bias(case: Case):
+def check_vjps_by_finite_differences(case: Case) -> None:
     if case.b is None:
         check_vjp(lambda x, w: case.run(x, w, None), [case.x, case.w])
     else:
         check_vjp(case.run, [case.x, case.w, case.b])
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_check_vjp_for_input_weight_and_bias(case: Case):
+    check_vjps_by_finite_differences(case)
 
 
 def _torch_conv(torch, case: Case, x, w, b):
@@ -334,16 +341,8 @@ def test_vjps_tiled_over_output_rows_match_loop_twin(case: Case, rng, monkeypatc
     monkeypatch.setattr(conv_module, "COLUMN_BUDGET_BYTES", 1)
     y_shape = conv_output_shape(case.x.shape, case.w.shape, **case.geometry)
     assert len(conv_module._row_tiles(case.x.shape, case.w.shape[2:], y_shape[2:], 8)) == y_shape[2]
-    grad_y = rng.standard_normal(y_shape)
-    geometry = (case.stride, case.dilation, case.padding, case.groups)
-    np.testing.assert_allclose(conv_vjp_input(grad_y, case.w, case.x.shape, *geometry),
-                               naive_conv_vjp_input(grad_y, case.w, case.x.shape, *geometry), **F64)
-    np.testing.assert_allclose(conv_vjp_weight(grad_y, case.x, case.w.shape, *geometry),
-                               naive_conv_vjp_weight(grad_y, case.x, case.w.shape, *geometry), **F64)
-    if case.b is None:
-        check_vjp(lambda x, w: case.run(x, w, None), [case.x, case.w])
-    else:
-        check_vjp(case.run, [case.x, case.w, case.b])
+    assert_vjps_match_loop_twins(case, rng.standard_normal(y_shape))
+    check_vjps_by_finite_differences(case)
 
 
 def test_one_tile_vjps_are_the_untiled_formula_bit_for_bit(rng):
