@@ -10,15 +10,25 @@ references never share the code under test:
   (:func:`refcam.testing.check_vjp` runs on CuPy arrays too);
 * Grad-CAM on the fixtures against the PyTorch goldens in ``fixtures/``.
 
-Every result must stay on the device it was computed on. The last two tests
-look for host/device copies inside the graph: no download in its source, and
-(GPU only) none at run time in a taped forward pass and reverse sweep.
+Every result must stay on the device it was computed on. Two tests look for
+host/device copies inside the graph: no download in its source, and (GPU
+only) none at run time in a taped forward pass and reverse sweep.
+
+Without a GPU, the last test runs every gpu-marked test in a subprocess on
+``tests/cupy_stand_in``, a NumPy-backed stand-in for CuPy that refuses to mix
+host and device arrays: the CuPy branches of the dispatch and the device
+discipline are exercised on every CI run; CuPy itself only on a GPU
+(``benchmarks/device.sh``).
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
+import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +40,7 @@ import refcam
 import refcam.ops
 from refcam import gradcam
 from refcam.autodiff import Tensor, grad
-from refcam.backend import is_cupy_array, to_device, to_numpy
+from refcam.backend import gpu_available, is_cupy_array, to_device, to_numpy
 from refcam.ops import activation, combine, linear, normalization, pooling, shape
 from refcam.ops import conv as conv_module
 from refcam.testing import check_vjp
@@ -105,21 +115,23 @@ def _op_cases() -> list[OpCase]:
         pool_case("avgpool2d-exclude-pad", pooling.avg_pool, naive_avg_pool, (2, 3, 6, 5), (3, 3), (2, 2),
                   (1, 1, 1, 1), count_include_pad=False),
         pool_case("avgpool1d", pooling.avg_pool, naive_avg_pool, (2, 3, 8), (3,), (1,), (1, 1)),
-        OpCase("global-avg-pool", "global_avg_pool", pooling.global_avg_pool, lambda x: x.mean(axis=(2, 3), keepdims=True),
-               (normal((2, 3, 4, 5)),)),
-        OpCase("global-max-pool", "global_max_pool", pooling.global_max_pool, lambda x: x.max(axis=(2, 3, 4), keepdims=True),
-               (normal((2, 3, 3, 4, 2)),)),
-        OpCase("batch-norm", "batch_norm", lambda x, m, v, s, o: normalization.batch_norm(x, m, v, s, o, epsilon=1e-5),
+        OpCase("global-avg-pool", "global_avg_pool", pooling.global_avg_pool,
+               lambda x: x.mean(axis=(2, 3), keepdims=True), (normal((2, 3, 4, 5)),)),
+        OpCase("global-max-pool", "global_max_pool", pooling.global_max_pool,
+               lambda x: x.max(axis=(2, 3, 4), keepdims=True), (normal((2, 3, 3, 4, 2)),)),
+        OpCase("batch-norm", "batch_norm",
+               lambda x, m, v, s, o: normalization.batch_norm(x, m, v, s, o, epsilon=1e-5),
                lambda x, m, v, s, o: batch_norm_loops(x, m, v, s, o, 1e-5),
                (normal((2, channels, 4, 3)),) + bn_params),
-        OpCase("layer-norm", "layer_norm", lambda x, s, o: normalization.layer_norm(x, s, o, axes=(1, 2), epsilon=1e-5),
+        OpCase("layer-norm", "layer_norm",
+               lambda x, s, o: normalization.layer_norm(x, s, o, axes=(1, 2), epsilon=1e-5),
                lambda x, s, o: layer_norm_loops(x, s, o, (1, 2), 1e-5),
                (normal((2, channels, 6)), normal(channels), normal(channels))),
         OpCase("relu", "relu", activation.relu, lambda x: np.maximum(x, 0.0), (normal((2, 3, 4)),)),
-        OpCase("leaky-relu", "leaky_relu", lambda x: activation.leaky_relu(x, 0.1), lambda x: np.where(x > 0, x, 0.1 * x),
-               (normal((2, 3, 4)),)),
-        OpCase("clipped-relu", "clipped_relu", lambda x: activation.clipped_relu(x, 0.8), lambda x: np.clip(x, 0.0, 0.8),
-               (normal((2, 3, 4)),)),
+        OpCase("leaky-relu", "leaky_relu", lambda x: activation.leaky_relu(x, 0.1),
+               lambda x: np.where(x > 0, x, 0.1 * x), (normal((2, 3, 4)),)),
+        OpCase("clipped-relu", "clipped_relu", lambda x: activation.clipped_relu(x, 0.8),
+               lambda x: np.clip(x, 0.0, 0.8), (normal((2, 3, 4)),)),
         OpCase("softmax", "softmax", activation.softmax, lambda x: softmax_loops(x, 1), (normal((2, 5, 3)),)),
         OpCase("sigmoid", "sigmoid", activation.sigmoid, lambda x: 1.0 / (1.0 + np.exp(-x)), (normal((2, 3, 4)),)),
         OpCase("tanh", "tanh", activation.tanh, np.tanh, (normal((2, 3, 4)),)),
@@ -263,7 +275,7 @@ def test_no_host_device_copy_inside_the_forward_pass_and_reverse_sweep(rng, monk
     monkeypatch.setattr(cupy, "array", device_only(cupy.array))
     monkeypatch.setattr(cupy, "asnumpy", no_transfer)
     monkeypatch.setattr(refcam.layers.common, "to_device", no_transfer)   # parameter staging
-    for net, x in zip(networks, inputs):   # every layer taped: every VJP runs
+    for net, x in zip(networks, inputs, strict=True):   # every layer taped: every VJP runs
         outputs = net.forward_tensors(Tensor(x), ["input", "softmax"], grad_from="input")
         (gradient,) = grad(outputs["softmax"][:, 1].sum(), [outputs["input"]])
         assert is_cupy_array(gradient) and is_cupy_array(outputs["softmax"].data)
@@ -308,3 +320,25 @@ def test_an_unstaged_parameter_on_the_other_device_is_an_error_not_a_copy(rng):
     with pytest.raises(BackendError, match=r"'fc'.*'weights' is on the GPU but the input is on the CPU"):
         constant(fc, "weights", Tensor(np.zeros((1, 4))))
     assert fc.weights.downloads == 0
+
+
+# --- the gpu-marked tests on a NumPy-backed stand-in for CuPy (every CI run, no GPU needed) --------
+ROOT = Path(__file__).resolve().parents[1]
+STAND_IN = ROOT / "tests" / "cupy_stand_in"
+
+
+@pytest.mark.skipif(gpu_available(), reason="a GPU is here: the gpu-marked tests run on it instead")
+def test_gpu_marked_tests_pass_on_a_numpy_backed_stand_in_for_cupy():
+    """Every gpu-marked test, in a subprocess where ``import cupy`` gets tests/cupy_stand_in.
+
+    The stand-in keeps device arrays apart from host arrays as CuPy does, so
+    this runs the CuPy branches of the dispatch and the tests' own logic on
+    every CI run; CuPy's numerics and API coverage need a real GPU.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(STAND_IN), str(ROOT)]))
+    completed = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    summary = completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else completed.stderr
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= 40 and "skipped" not in summary, summary
