@@ -5,7 +5,8 @@ show on the next measuring session, and ``gpu.py`` on the next rare GPU
 session. These run ``run.py`` on the two smallest seed networks and ``gpu.py``
 on the CPU with a batch of 2, in subprocesses as a user would, and check what
 their JSON reports: the float64 agreement guards passed and every row has a
-time on both sides. They need PyTorch (the other side of every row).
+time on both sides. They need the ``bench`` extra (PyTorch, the other side of
+every row, and threadpoolctl) and skip without it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +27,7 @@ def run_script(*args: str) -> None:
 
 
 def test_run_py_quick_on_the_small_seed_networks(torch, tmp_path):
+    pytest.importorskip("threadpoolctl")
     out = tmp_path / "latest.json"
     run_script("benchmarks/run.py", "--quick", "--no-memory", "--networks", "e2_digits", "e3_vowels",
                "--json", str(out))
