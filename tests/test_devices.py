@@ -213,6 +213,29 @@ def test_gradcam_of_every_input_kind_on_device(device: str, make, rng):
     np.testing.assert_allclose(to_numpy(on_device.gradients), on_cpu.gradients, **F64)
 
 
+@pytest.mark.parametrize("convention", ["pytorch-grad-cam", "captum", "torchcam"])
+def test_peer_conventions_on_device(device: str, convention: str, rng):
+    """The peer recipes (refcam.cam.conventions) give the CPU's maps from a run on the device."""
+    net = nets.classifier_2d(rng)
+    image = rng.uniform(0, 1, (8, 8, 3))
+    on_device = gradcam(net, to_device(image, device), "cat", convention=convention, device=device)
+    on_cpu = gradcam(net, image, "cat", convention=convention, device="cpu")
+    np.testing.assert_allclose(to_numpy(on_device.map), on_cpu.map, **F64)
+
+
+def test_segmentation_mask_on_device(device: str, rng):
+    net = nets.segmentation_2d(rng)
+    image = rng.standard_normal((6, 6, 2))
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[1:3, 2:5] = True
+    on_device = gradcam(net, image, "car", mask=to_device(mask, device), feature_layer="relu_1", device=device,
+                        keep_on_device=True)
+    assert_on(device, on_device.map)
+    on_cpu = gradcam(net, image, "car", mask=mask, feature_layer="relu_1", device="cpu")
+    np.testing.assert_allclose(to_numpy(on_device.map), on_cpu.map, **F64)
+    np.testing.assert_allclose(to_numpy(on_device.scores), on_cpu.scores, **F64)
+
+
 FIXTURE_NETWORKS = ("e1_squeezenet_mini", "e2_digits_regression", "e3_japanese_vowels", "volume3d", "residual2d")
 
 
