@@ -126,6 +126,23 @@ class UnsafeContentError(FileFormatError):
     """A file asks for code to be executed (Keras Lambda, custom objects); refused."""
 
 
+class ExternalReferenceError(UnsafeContentError):
+    """A file points at data outside itself (HDF5 external or soft link, external storage, virtual
+    dataset, ONNX external data outside the model's folder); refused."""
+
+
+class SizeLimitError(RefcamError, ValueError):
+    """A tensor or network is larger than refcam's documented size limits (docs/security.md)."""
+
+
+class DeclaredSizeError(SizeLimitError, FileFormatError):
+    """A file declares a tensor, dataset or layer size beyond refcam's limits, or more data than it stores."""
+
+
+class NonFiniteParameterError(FileFormatError):
+    """A file holds a NaN or Inf weight or numeric attribute."""
+
+
 # --- Grad-CAM ----------------------------------------------------------------
 class GradCAMError(RefcamError, ValueError):
     """Grad-CAM cannot be computed with the given arguments."""
@@ -136,7 +153,11 @@ class LabelError(GradCAMError):
 
 
 class ReductionError(GradCAMError):
-    """A reduction function did not return a scalar Tensor."""
+    """A reduction function is not callable, raised an exception, or did not return a scalar Tensor."""
+
+
+class NonFiniteScoreError(ReductionError):
+    """A score (a class score or a reduction function's value) is NaN or Inf."""
 
 
 class AllGradientsZeroError(GradCAMError):
