@@ -23,25 +23,35 @@ from ..errors import FileFormatError
 from ..network import Network
 from .hdf5 import detect_format, save, sniff
 from .hdf5 import load as load_refcam_hdf5
+from .safe import DEFAULT_MAX_TENSOR_BYTES, check_budget, check_regular_file
 
 
-def load(path: str | os.PathLike) -> Network:
+def load(path: str | os.PathLike, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Network:
     """Load a network from a refcam HDF5, Keras HDF5 or ONNX file, detected by content.
+
+    ``max_tensor_bytes`` (default 2 GiB, counted in float64) bounds every
+    tensor the file declares; a larger declaration raises
+    :class:`~refcam.errors.DeclaredSizeError` before anything is read
+    (docs/security.md). A folder, a device or a pipe raises
+    :class:`~refcam.errors.FileFormatError`; a missing file
+    :class:`FileNotFoundError`.
 
     >>> net = refcam.load("model.onnx")  # doctest: +SKIP
     """
-    kind, description = sniff(path)
+    max_tensor_bytes = check_budget(max_tensor_bytes)
+    source = check_regular_file(path)
+    kind, description = sniff(source)
     if kind == "refcam":
-        return load_refcam_hdf5(path)
+        return load_refcam_hdf5(source, max_tensor_bytes=max_tensor_bytes)
     if kind == "keras-hdf5":
         from .keras_h5 import load_keras_h5
-        return load_keras_h5(path)
+        return load_keras_h5(source, max_tensor_bytes=max_tensor_bytes)
     if kind == "onnx":
         from .onnx_import import load_onnx
-        return load_onnx(path)
+        return load_onnx(source, max_tensor_bytes=max_tensor_bytes)
     raise FileFormatError(
-        f"{os.fspath(path)} is not a network refcam can read: {description}. refcam reads its own "
+        f"{source} is not a network refcam can read: {description}. refcam reads its own "
         "HDF5 format, Keras HDF5 (.h5) and ONNX files.")
 
 
-__all__ = ["detect_format", "load", "load_refcam_hdf5", "save", "sniff"]
+__all__ = ["DEFAULT_MAX_TENSOR_BYTES", "detect_format", "load", "load_refcam_hdf5", "save", "sniff"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -43,6 +44,7 @@ from ..errors import (
     MissingDatasetError,
     MissingParameterError,
     NonFiniteInputError,
+    ParameterError,
     RefcamError,
     SchemaVersionError,
     ShapeError,
@@ -50,6 +52,7 @@ from ..errors import (
     WeightShapeError,
 )
 from ..layers import base as layer_base
+from . import safe
 
 if TYPE_CHECKING:
     from ..layers.base import Layer
@@ -175,11 +178,10 @@ def sniff(path: str | os.PathLike) -> tuple[str, str]:
     ``"hdf5-corrupt"``, ``"mat-v5"``, ``"zip"``, ``"pickle"``, ``"onnx"``,
     ``"empty"``, ``"text"`` and ``"unknown"``; ``description`` is a phrase for
     error messages. Reads the first bytes and, for HDF5, the root attributes
-    only. A missing file raises :class:`FileNotFoundError`.
+    only. A missing file raises :class:`FileNotFoundError`; a folder or a
+    device :class:`FileFormatError`.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(2, "No such file", path)
+    path = safe.check_regular_file(path)
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     if any(head[offset:offset + len(HDF5_SIGNATURE)] == HDF5_SIGNATURE for offset in (0, 512, 1024, 2048)):
@@ -235,29 +237,33 @@ def _sniff_other(path: str, head: bytes) -> tuple[str, str]:
 
 
 # --- load ------------------------------------------------------------------------
-def load(path: str | os.PathLike) -> "Network":
+def load(path: str | os.PathLike, *, max_tensor_bytes: int = safe.DEFAULT_MAX_TENSOR_BYTES) -> "Network":
     """Read a refcam HDF5 file (format v1) and return the validated :class:`~refcam.network.Network`.
 
     Raises :class:`FileNotFoundError` for a missing file and a specific
     :class:`~refcam.errors.FileFormatError` subclass for every problem in the
     file (each message names the layer and dataset concerned). Network-level
     problems (a cycle, an unknown input layer) raise the network's own errors.
+    ``max_tensor_bytes`` bounds the declared size of each dataset (counted in
+    float64; docs/security.md).
 
     >>> net = refcam.io.load("net.h5")  # doctest: +SKIP
     """
-    source = os.fspath(path)
+    max_tensor_bytes = safe.check_budget(max_tensor_bytes)
+    source = safe.check_regular_file(path)
     detect_format(source)
-    try:
-        f = h5py.File(source, "r")
-    except OSError as err:
-        raise _corrupt(source, err) from err
-    with f:
-        return read_network(f, source)
+    with safe.open_hdf5(source) as f:
+        return read_network(f, source, max_tensor_bytes=max_tensor_bytes)
 
 
-def read_network(root: h5py.Group, source: str) -> "Network":
+def read_network(root: h5py.Group, source: str, *,
+                 max_tensor_bytes: int = safe.DEFAULT_MAX_TENSOR_BYTES) -> "Network":
     """Build the Network stored in ``root`` (an open file or a group holding the v1 layout).
 
+    In two passes, so that no weight is read before the network accepts its
+    shape: the layers and the network (with its shape inference) are first
+    built on zero-cost stand-ins of each dataset's declared shape and dtype;
+    only then are the datasets read and the layers built on the real arrays.
     ``source`` names the file in error messages.
     """
     try:
@@ -265,14 +271,41 @@ def read_network(root: h5py.Group, source: str) -> "Network":
         entries = parse_topology(attrs["topology"], source)
         classes = {entry["name"]: _layer_class(entry, source) for entry in entries}
         _check_root_members(root, source)
-        weights = _read_weights(root, entries, classes, source)
+        datasets = _declared_weights(root, entries, classes, source, max_tensor_bytes)
+        _check_declared_shapes(entries, classes, _stand_ins(datasets), attrs["name"], source)
+        check_topological_order(entries, source)
+        weights = _read_weights(datasets, source, max_tensor_bytes)
     except RefcamError:
         raise
     except HDF5_READ_ERRORS as err:
         raise _corrupt(source, err) from err
-    layers = [_build_layer(entry, classes[entry["name"]], weights[entry["name"]], source)
-              for entry in entries]
-    return _build_network(layers, attrs["name"] or None, weights, source)
+    return _build_checked(entries, classes, weights, attrs["name"], source)
+
+
+def _check_declared_shapes(entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
+                           stand_ins: dict[str, dict[str, np.ndarray]], name: str, source: str) -> None:
+    """Build the layers and network on stand-ins: shape, size and structure errors surface before a read.
+
+    A layer may also check parameter *values* (an input layer's rescale range,
+    a ParameterError); such a complaint about the stand-ins' zeros is no verdict
+    on the file, so the first pass stops there and the second pass, on the real
+    arrays, decides.
+    """
+    try:
+        _build_checked(entries, classes, stand_ins, name, source)
+    except ParameterError as err:
+        if isinstance(err, (ShapeError, MissingParameterError)):
+            raise
+
+
+def _build_checked(entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
+                   weights: dict[str, dict[str, np.ndarray]], name: str, source: str) -> "Network":
+    layers = []
+    for entry in entries:
+        layer = _build_layer(entry, classes[entry["name"]], weights[entry["name"]], source)
+        _check_list_properties(entry, layer, source)
+        layers.append(layer)
+    return _build_network(layers, name or None, weights, source)
 
 
 def _corrupt(source: str, err: Exception) -> FileFormatError:
@@ -343,12 +376,13 @@ def parse_topology(text: str, source: str = "topology") -> list[dict[str, Any]]:
     """Parse and check the topology JSON: ``{"layers": [{name, kind, inputs, properties}, ...]}``.
 
     Returns the list of layer entries. Raises :class:`FileFormatError` for
-    invalid JSON, duplicate keys, NaN/Infinity, or entries of the wrong
+    invalid JSON, duplicate keys, NaN/Infinity or numbers beyond float64
+    (``1e309``), or entries of the wrong
     structure, and :class:`DuplicateLayerNameError` for repeated layer names.
     """
     try:
         document = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
-                              parse_constant=_reject_constant)
+                              parse_constant=_reject_constant, parse_float=finite_float)
     except (ValueError, RecursionError) as err:
         raise FileFormatError(f"{source}: the 'topology' attribute is not valid JSON ({err}).") from err
     if not isinstance(document, dict) or set(document) != {"layers"} or not isinstance(document["layers"], list):
@@ -393,6 +427,18 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+def finite_float(text: str) -> float:
+    """A JSON number token as a float; a token beyond float range (``1e309``, read as inf) is a ValueError.
+
+    >>> finite_float("2.5")
+    2.5
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is beyond the float64 range")
+    return value
+
+
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not allowed (properties must be finite)")
 
@@ -406,6 +452,44 @@ def _layer_class(entry: dict[str, Any], source: str) -> type["Layer"]:
     return kinds[entry["kind"]]
 
 
+def check_topological_order(entries: list[dict[str, Any]], source: str = "topology") -> None:
+    """FileFormatError when a layer lists as input a layer that comes later in the topology.
+
+    docs/hdf5-format.md requires topological order (every layer after the
+    layers it reads). Checked after the network is built, so that a cycle is
+    reported as the network's CycleError and an unknown name as its
+    UnknownInputError.
+    """
+    position = {entry["name"]: index for index, entry in enumerate(entries)}
+    for index, entry in enumerate(entries):
+        later = [name for name in entry["inputs"] if position.get(name, -1) >= index]
+        if later:
+            raise FileFormatError(
+                f"{source}: topology layer #{index} ({entry['name']!r}) reads {later}, which come at or after it; "
+                "the layers must be listed in topological order (every layer after the layers it reads).")
+
+
+def _check_list_properties(entry: dict[str, Any], layer: "Layer", source: str) -> None:
+    """A list-valued property in a file holds one number or as many numbers as the layer stores.
+
+    So 3 padding numbers for a 3-D convolution's 6 slots is an error, never a
+    guess (MATLAB's per-axis shorthand is for the Python constructors).
+    """
+    stored = layer.properties()
+    for key, value in entry["properties"].items():
+        if not isinstance(value, list) or not isinstance(stored.get(key), list):
+            continue
+        given, needed = _leaf_count(value), _leaf_count(stored[key])
+        if given != needed:
+            raise FileFormatError(
+                f"{source}: layer {entry['name']!r} ({entry['kind']}): property {key!r} = {value!r} has {given} "
+                f"number(s); a file gives one number or all {needed} ({stored[key]!r} here, docs/hdf5-format.md).")
+
+
+def _leaf_count(value: Any) -> int:
+    return sum(_leaf_count(item) for item in value) if isinstance(value, list) else 1
+
+
 # -- weights ----------------------------------------------------------------------
 def _check_root_members(root: h5py.Group, source: str) -> None:
     for member in root.keys():
@@ -415,82 +499,66 @@ def _check_root_members(root: h5py.Group, source: str) -> None:
     if WEIGHTS_GROUP not in root:
         raise FileFormatError(f"{source}: the group /{WEIGHTS_GROUP} is missing (it is required, "
                               f"even when empty).")
-    hard_link_target(root, WEIGHTS_GROUP, f"/{WEIGHTS_GROUP}", h5py.Group, source)
+    safe.hdf5_object(root, WEIGHTS_GROUP, h5py.Group, source)
 
 
-def _read_weights(root: h5py.Group, entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
-                  source: str) -> dict[str, dict[str, np.ndarray]]:
-    """Read ``/weights``: one dict of arrays per layer name, every dataset checked."""
-    weights_group = root[WEIGHTS_GROUP]
+def _declared_weights(root: h5py.Group, entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
+                      source: str, max_tensor_bytes: int) -> dict[str, dict[str, h5py.Dataset]]:
+    """The datasets of ``/weights`` per layer name, each checked from its declaration alone (nothing read).
+
+    Every path component is a hard link, every dataset holds IEEE floats stored
+    in the file, and its declared size fits ``max_tensor_bytes``.
+    """
+    weights_group = safe.hdf5_object(root, WEIGHTS_GROUP, h5py.Group, source)
     layer_by_group = {group_name(entry["name"]): entry["name"] for entry in entries}
-    weights: dict[str, dict[str, np.ndarray]] = {entry["name"]: {} for entry in entries}
+    datasets: dict[str, dict[str, h5py.Dataset]] = {entry["name"]: {} for entry in entries}
     for member in weights_group.keys():
-        where = f"/{WEIGHTS_GROUP}/{member}"
         if member not in layer_by_group:
-            raise FileFormatError(f"{source}: unexpected group {where}: the topology has no layer "
-                                  f"whose group name is {member!r} (layer names with '/' or '%' "
+            raise FileFormatError(f"{source}: unexpected group /{WEIGHTS_GROUP}/{member}: the topology has no "
+                                  f"layer whose group name is {member!r} (layer names with '/' or '%' "
                                   f"are written %2F and %25).")
         layer_name = layer_by_group[member]
-        group = hard_link_target(weights_group, member, where, h5py.Group, source)
-        weights[layer_name] = _read_layer_weights(group, layer_name, classes[layer_name], source)
-    return weights
+        group = safe.hdf5_object(weights_group, member, h5py.Group, source)
+        datasets[layer_name] = _declared_layer_weights(group, layer_name, classes[layer_name], source,
+                                                       max_tensor_bytes)
+    return datasets
 
 
-def _read_layer_weights(group: h5py.Group, layer_name: str, cls: type["Layer"],
-                        source: str) -> dict[str, np.ndarray]:
-    arrays = {}
+def _declared_layer_weights(group: h5py.Group, layer_name: str, cls: type["Layer"], source: str,
+                            max_tensor_bytes: int) -> dict[str, h5py.Dataset]:
+    found = {}
     valid = cls.param_names()
     for param_name in group.keys():
         where = dataset_path(layer_name, param_name)
         if param_name not in valid:
             raise FileFormatError(f"{source}: unexpected dataset {where}: layer {layer_name!r} "
                                   f"({cls.kind}) has the parameters {list(valid)}.")
-        dataset = hard_link_target(group, param_name, where, h5py.Dataset, source)
-        arrays[param_name] = _read_weight_array(dataset, where, source)
-    return {name: arrays[name] for name in valid if name in arrays}
+        dataset = safe.hdf5_object(group, param_name, h5py.Dataset, source)
+        safe.check_dataset(dataset, where, source, max_tensor_bytes=max_tensor_bytes)
+        _check_weight_type(dataset, where, source)
+        found[param_name] = dataset
+    return {name: found[name] for name in valid if name in found}
 
 
 def hard_link_target(group: h5py.Group, member: str, where: str, expected: type, source: str) -> Any:
-    """The object behind a hard link, of type ``expected`` (refuses soft and external links).
-
-    Every HDF5 reader in refcam (networks, goldens, Keras files) goes through this,
-    so no file can point refcam at data outside itself.
-    """
-    link = group.get(member, getlink=True)
-    if not isinstance(link, h5py.HardLink):
-        raise FileFormatError(f"{source}: {where} is a {type(link).__name__}; refcam reads "
-                              f"plain (hard-linked) groups and datasets stored in the file only.")
-    target = group[member]
-    if not isinstance(target, expected):
-        raise FileFormatError(f"{source}: {where} is a {type(target).__name__}, not a "
-                              f"{expected.__name__}.")
-    return target
+    """The object ``member`` of ``group`` through :func:`refcam.io.safe.hdf5_object` (every component a hard link)."""
+    return safe.hdf5_object(group, member, expected, source)
 
 
-def _read_weight_array(dataset: h5py.Dataset, where: str, source: str) -> np.ndarray:
-    """Read one parameter dataset after checking its storage and type; check it is finite."""
-    _check_weight_storage(dataset, where, source)
-    _check_weight_type(dataset, where, source)
-    try:
-        array = dataset[()]
-    except HDF5_READ_ERRORS as err:
-        raise FileFormatError(f"{source}: HDF5 could not read {where} ({err}); the file is "
-                              f"truncated or corrupt.") from err
-    array = np.asarray(array)
-    array = array.astype(array.dtype.newbyteorder("="), copy=False)
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise FileFormatError(f"{source}: {where} holds {array.size - int(finite.sum())} NaN or Inf "
-                              f"value(s) of {array.size}; weights must be finite.")
-    return array
+def _stand_ins(datasets: dict[str, dict[str, h5py.Dataset]]) -> dict[str, dict[str, np.ndarray]]:
+    """Zero-cost arrays of each dataset's declared shape and dtype (read-only broadcast views of one zero)."""
+    return {layer: {param: np.broadcast_to(np.zeros((), dataset.dtype.newbyteorder("=")), dataset.shape)
+                    for param, dataset in arrays.items()}
+            for layer, arrays in datasets.items()}
 
 
-def _check_weight_storage(dataset: h5py.Dataset, where: str, source: str) -> None:
-    if dataset.is_virtual or dataset.external:
-        raise FileFormatError(f"{source}: {where} keeps its data outside the file (virtual or "
-                              f"external storage); refcam reads data stored in the file only.")
-    if dataset.shape is None:
-        raise FileFormatError(f"{source}: {where} has an empty (null) dataspace; write the array.")
+def _read_weights(datasets: dict[str, dict[str, h5py.Dataset]], source: str,
+                  max_tensor_bytes: int) -> dict[str, dict[str, np.ndarray]]:
+    """Read every declared dataset (shapes already accepted by the layers); NaN/Inf refused."""
+    return {layer: {param: safe.read_dataset(dataset, dataset_path(layer, param), source,
+                                             expected_shape=dataset.shape, max_tensor_bytes=max_tensor_bytes)
+                    for param, dataset in arrays.items()}
+            for layer, arrays in datasets.items()}
 
 
 def _check_weight_type(dataset: h5py.Dataset, where: str, source: str) -> None:
@@ -627,5 +695,7 @@ def _describe_arrays(layer_name: str, arrays: dict[str, np.ndarray]) -> str:
 
 
 def _with_context(err: RefcamError, where: str) -> RefcamError:
-    """The same exception type with ``where`` prefixed to the message."""
+    """The same exception type with ``where`` prefixed to the message (a ParameterError keeps its ``param``)."""
+    if isinstance(err, ParameterError):
+        return type(err)(f"{where}: {err}", err.param)
     return type(err)(f"{where}: {err}")

@@ -81,7 +81,11 @@ def check_declared_size(shape: Sequence[int], what: str, source: str,
 
 
 def _gib(nbytes: int) -> str:
-    return f"{nbytes / 1024 ** 3:.3g} GiB"
+    """``nbytes`` in the largest binary unit that keeps it at 1 or more (``2 GiB``, ``576 B``)."""
+    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes} B"
 
 
 # --- HDF5 --------------------------------------------------------------------------------------

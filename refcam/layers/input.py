@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..autodiff import Tensor
-from ..errors import LayerConfigError, LayerShapeError, MissingParameterError, ParameterShapeError
+from ..errors import LayerConfigError, LayerShapeError, MissingParameterError, ParameterError, ParameterShapeError
 from .base import Layer, param, register
 from .common import (as_array, check_input_count, constant, describe_owner, int_tuple, positive_int,
                      size_text)
@@ -101,9 +101,9 @@ class InputLayer(Layer):
 
     def _check_rescale_range(self) -> None:
         if self.normalization.startswith("rescale") and bool((self.max <= self.min).any()):
-            raise LayerConfigError(
+            raise ParameterError(
                 f"{describe_owner(self)}: normalization {self.normalization!r} needs max > min "
-                "everywhere; some entries of 'max' are <= 'min'.")
+                "everywhere; some entries of 'max' are <= 'min'.", "max")
 
     def _check_input(self, shape: tuple[int, ...]) -> None:
         expected = self.per_observation_shape()
