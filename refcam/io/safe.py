@@ -24,8 +24,10 @@ ONNX tensors
   * :func:`check_tensor_declaration` checks a ``TensorProto``'s element type and
     declared dims (non-negative, product within the budget) before any decoding;
   * :func:`onnx_tensor_array` decodes a checked tensor held in the model file;
-    external data is refused (:func:`refuse_external_data`) until
-    :func:`external_data_path` resolves it inside the model's folder.
+    every external reference (initializers, ``Constant`` values, any tensor
+    attribute) is refused (:func:`refuse_external_data`). ONNX's own decoder
+    would resolve a ``location`` against the working directory; refcam never
+    lets it see one.
 
 Budget: :data:`DEFAULT_MAX_TENSOR_BYTES` (2 GiB) per tensor, counted in
 float64 (the dtype refcam computes in by default) so the budget bounds what the
