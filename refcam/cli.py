@@ -84,7 +84,7 @@ examples:
   refcam gradcam net.h5 cat.png --convention pytorch-grad-cam
 
 Without --label: the predicted class (classification networks), or the sum of the reduction
-layer's output (other networks; the identity for a one-output regression such as the seed's E2).
+layer's output (other networks; the identity for a one-output regression such as E2 of MATLAB's gradCAM page).
 A label is a class name or a 0-based class index (MATLAB's indices are 1-based).""",
     "golden": """\
 examples:
@@ -120,11 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=summary, description=summary,
                                    epilog=EPILOGS[name], formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    demo = command("demo", "Grad-CAM on the shipped digits network (the seed's E2); writes an overlay PNG.")
+    demo = command("demo", "Grad-CAM on the shipped digits network (E2 of MATLAB's gradCAM page); writes an overlay PNG.")
     demo.add_argument("-o", "--output", default=DEMO_OUTPUT, metavar="PATH",
                       help=f"the PNG to write, or a folder for {DEMO_OUTPUT} (default: ./{DEMO_OUTPUT})")
     demo.add_argument("--digit", type=int, default=0, metavar="I",
-                      help="which shipped test digit, 0..10 (default 0: held-out digit #501, as in the seed)")
+                      help="which shipped test digit, 0..10 (default 0: held-out digit #501, as on MATLAB's gradCAM page)")
     demo.add_argument("--builtin-png", action="store_true",
                       help="write the built-in PNG (no matplotlib) even when matplotlib is installed")
 
@@ -234,7 +234,7 @@ def describe_error(err: BaseException) -> str:
 
 # --- demo ------------------------------------------------------------------------------------------
 def identity(y: Any) -> Any:
-    """The seed's E2 reduction function ``@(x)x``: the fc layer's one output is the score."""
+    """The E2 reduction function of MATLAB's gradCAM page ``@(x)x``: the fc layer's one output is the score."""
     return y
 
 
@@ -254,7 +254,7 @@ def run_demo(args: argparse.Namespace) -> int:
         path = os.path.join(path, DEMO_OUTPUT)
     how = write_demo_figure(path, x, result.map, true_angle, predicted, args.builtin_png)
     channels, *feature_size = result.activations.shape[1:]
-    print("refcam demo: Grad-CAM of the shipped digits network (the seed's E2: digitsRegressionNet, "
+    print("refcam demo: Grad-CAM of the shipped digits network (E2 of MATLAB's gradCAM page: digitsRegressionNet, "
           "trained to predict the rotation of real MNIST digits)")
     print(f"  input:            held-out test digit #{int(digits.heldout_index[args.digit]) + 1}, "
           f"a {int(digits.digits[args.digit])} rotated by {true_angle:.1f} degrees ({size_text(x.shape)})")
@@ -274,7 +274,7 @@ def write_demo_figure(path: str, x: np.ndarray, score_map: np.ndarray, true_angl
     if not builtin and viz.has_matplotlib():
         title = f"True Rotation = {true_angle:.0f}\nPred Rotation = {predicted:.0f}"
         viz.save_figure(viz.plot_side_by_side(x, score_map, left_title=title), path)
-        return "the seed's E2 figure, drawn with matplotlib"
+        return "the E2 figure of MATLAB's gradCAM page, drawn with matplotlib"
     pixels = viz.side_by_side_image(x, score_map)
     viz.write_png(path, viz.enlarge(pixels, viz.enlargement_for(x.shape)))
     return "digit | Grad-CAM over it, built-in PNG writer"

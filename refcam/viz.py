@@ -337,7 +337,7 @@ def plot_image(image: Any, *, title: str | None = None) -> Any:
 
 def plot_overlay(image: Any, score_map: Any, *, alpha: float = DEFAULT_ALPHA, title: str | None = None,
                  colorbar: bool = True) -> Any:
-    """The seed's E1 figure: the map in jet at ``alpha`` over the image (6 x 5 inches, 600 x 500 px at 100 dpi).
+    """The E1 figure of MATLAB's gradCAM page: the map in jet at ``alpha`` over the image (6 x 5 inches, 600 x 500 px at 100 dpi).
 
     >>> fig = refcam.viz.plot_overlay(image, result.map)   # doctest: +SKIP
     >>> refcam.viz.save_figure(fig, "overlay.png")          # doctest: +SKIP
@@ -353,7 +353,7 @@ def plot_overlay(image: Any, score_map: Any, *, alpha: float = DEFAULT_ALPHA, ti
 
 def plot_side_by_side(image: Any, score_map: Any, *, left_title: str = "", right_title: str = "Grad-CAM",
                       alpha: float = DEFAULT_ALPHA) -> Any:
-    """The seed's E2 figure: the image (grey when it has one channel) beside the map over it (8 x 4.2 in).
+    """The E2 figure of MATLAB's gradCAM page: the image (grey when it has one channel) beside the map over it (8 x 4.2 in).
 
     MATLAB's E2 draws the map opaque (``imagesc`` without ``AlphaData``): pass
     ``alpha=1`` for that picture; the default 0.5 keeps the digit visible.
@@ -373,7 +373,7 @@ def plot_side_by_side(image: Any, score_map: Any, *, left_title: str = "", right
 
 def plot_sequence(sequence: Any, score_map: Any = None, *, feature_names: Sequence[str] | None = None,
                   title: str | None = None) -> Any:
-    """The seed's E3 figures: the features over time, above the Grad-CAM importance curve when a map is given.
+    """The E3 figures of MATLAB's gradCAM page: the features over time, above the Grad-CAM importance curve when a map is given.
 
     ``sequence`` is ``(c, t)`` (MATLAB's layout), ``score_map`` ``(1, t)`` or ``(t,)``
     (9 x 6 in with a map, 9 x 3.5 without). Time steps are numbered from 1, as in MATLAB's plot.

