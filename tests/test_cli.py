@@ -166,6 +166,18 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, inputs, case) -> None:
     assert_one_line_error(done.stderr, command, *fragments)
 
 
+def test_a_folder_or_a_linked_file_is_a_refcam_error_not_an_internal_one(tmp_path, capsys) -> None:
+    code, out, err = run(capsys, "info", str(tmp_path))
+    assert code == cli.EXIT_ERROR and "is a folder, not a file" in err and "internal error" not in err
+    linked = tmp_path / "linked.h5"
+    refcam.io.save(refcam.load(E1), linked)
+    with h5py.File(linked, "r+") as f:
+        del f["weights/conv1"]
+        f["weights/conv1"] = h5py.ExternalLink(E1, "/weights/conv1")
+    code, out, err = run(capsys, "info", str(linked))
+    assert code == cli.EXIT_ERROR and "/weights/conv1 is a ExternalLink" in err
+
+
 def test_bad_usage_exits_with_2(capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         cli.main(["gradcam", E1])
