@@ -19,7 +19,14 @@ layer array). A valid network has:
 * shapes that fit: per-observation shapes ``(C, *spatial)`` are propagated from
   the input layer through every ``layer.output_shape``; a sequence input of
   unknown length is checked at its ``min_length`` (and at its real length at
-  run time).
+  run time);
+* sizes within refcam's limit: no layer's per-observation output (nor a
+  window layer's zero-padded input, nor a convolution's column matrix for
+  one output row) may hold more than ``MAX_OBSERVATION_ELEMENTS`` = 2**28
+  elements (:mod:`refcam.layers.common`; SizeLimitError naming the layer, the
+  shape and the limit). A free sequence length is checked again with the real
+  length before any layer runs, so a long sequence through a large padding
+  fails at once instead of allocating.
 
 Layers are stored in a topological order that keeps the list order wherever
 the connections allow it (Kahn's algorithm, always taking the ready layer that
@@ -53,7 +60,7 @@ from .errors import (CycleError, DuplicateLayerNameError, InputError, InputLayer
                      UnknownInputError)
 from .backend import is_cupy_array, to_device
 from .layers.base import Layer
-from .layers.common import CONSTANT_CACHE, stage_parameters
+from .layers.common import CONSTANT_CACHE, check_elements, stage_parameters
 from .layout import to_internal
 
 Shape = tuple[int, ...]
@@ -75,7 +82,7 @@ class Network:
     Raises
     ------
     DuplicateLayerNameError, UnknownInputError, NetworkError, InputLayerError,
-    CycleError, OutputLayerError, LayerShapeError
+    CycleError, OutputLayerError, LayerShapeError, SizeLimitError
         See the module docstring for the rules.
 
     Examples
@@ -167,7 +174,9 @@ class Network:
     def infer_shapes(self, input_shape: Sequence[int]) -> dict[str, Shape]:
         """Per-observation output shapes of every layer for an input of shape ``(C, *spatial)``.
 
-        Raises LayerShapeError, naming the layer, when a layer cannot take its inputs.
+        Raises LayerShapeError, naming the layer, when a layer cannot take its
+        inputs, and SizeLimitError when a layer's output (or a padded
+        intermediate) would hold more than ``MAX_OBSERVATION_ELEMENTS`` elements.
         """
         shapes: dict[str, Shape] = {}
         for layer in self._layers:
@@ -175,6 +184,7 @@ class Network:
                 shapes[layer.name] = tuple(int(n) for n in input_shape)
             else:
                 shapes[layer.name] = _layer_output_shape(layer, [shapes[n] for n in layer.inputs])
+            check_elements(layer, "output", shapes[layer.name])
         return shapes
 
     def _declared_input_shape(self) -> Shape:

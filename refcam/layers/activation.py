@@ -7,17 +7,18 @@ Element-wise on any (B, C, *S) input, output shape = input shape
     Leaky ReLU    y = x if x > 0 else scale * x        (scale 0.01 by default)
     Clipped ReLU  y = min(max(0, x), ceiling)
     Softmax       y[b, c, s] = exp(x[b, c, s]) / sum_c' exp(x[b, c', s])   (over channels, per position)
+
+``scale`` is any finite number and ``ceiling`` a finite number > 0 (bools,
+strings, NaN and Inf raise LayerConfigError).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..autodiff import Tensor
-from ..errors import LayerConfigError
 from ..ops import activation
 from .base import register
-from .common import SameShapeLayer, describe_owner, scalar2str
+from .common import SameShapeLayer, finite_float, scalar2str
 
 
 @register
@@ -50,7 +51,7 @@ class LeakyReLULayer(SameShapeLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.scale = _finite_float(self, "scale", self.scale)
+        self.scale = finite_float(self, "scale", self.scale)
 
     def forward(self, *xs: Tensor) -> Tensor:
         """``x if x > 0 else scale * x``."""
@@ -74,9 +75,7 @@ class ClippedReLULayer(SameShapeLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.ceiling = _finite_float(self, "ceiling", self.ceiling)
-        if not self.ceiling > 0.0:
-            raise LayerConfigError(f"{describe_owner(self)}: ceiling {self.ceiling!r} must be positive.")
+        self.ceiling = finite_float(self, "ceiling", self.ceiling, above=0.0)
 
     def forward(self, *xs: Tensor) -> Tensor:
         """``min(max(0, x), ceiling)``."""
@@ -108,13 +107,3 @@ class SoftmaxLayer(SameShapeLayer):
         """``softmax``."""
         return "softmax"
 
-
-def _finite_float(layer: SameShapeLayer, prop: str, value: object) -> float:
-    """``value`` as a finite Python float, or a LayerConfigError."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise LayerConfigError(f"{describe_owner(layer)}: {prop} {value!r} must be a finite number.")
-    return number

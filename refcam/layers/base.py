@@ -23,6 +23,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from ..autodiff import Tensor
+from ..errors import LayerConfigError
 
 LAYER_KINDS: dict[str, type["Layer"]] = {}
 
@@ -54,7 +55,15 @@ class Layer:
     is_output_layer: ClassVar[bool] = False  # True for classification/regression outputs
 
     def __post_init__(self) -> None:
-        self.inputs = tuple(self.inputs)
+        """Check ``name`` (a string) and ``inputs`` (a list of layer names); store ``inputs`` as a tuple."""
+        if not isinstance(self.name, str):
+            raise LayerConfigError(f"a {type(self).__name__} has name {self.name!r}; a layer name must be a string.")
+        inputs = self.inputs
+        if not isinstance(inputs, (tuple, list)) or not all(isinstance(source, str) for source in inputs):
+            raise LayerConfigError(
+                f"layer {self.name!r} ({type(self).type or type(self).__name__}): inputs {inputs!r} must be a "
+                "list of layer names (strings).")
+        self.inputs = tuple(inputs)
 
     # -- to be implemented by each layer --------------------------------------
     def forward(self, *xs: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ shape, channels stacked in input order::
     y[b, :, s] = [x_1[b, :, s]; x_2[b, :, s]; ...; x_n[b, :, s]]     (C = C_1 + ... + C_n)
 
 ``num_inputs`` (MATLAB ``NumInputs``, at least 2) is an instance property; when
-omitted it is taken from ``inputs``. The class attribute is None ("any number >= 2").
+omitted it is taken from ``inputs``; given, it is an integer from 2 to
+``MAX_OBSERVATION_ELEMENTS``. The class attribute is None ("any number >= 2").
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..autodiff import Tensor
 from ..errors import LayerConfigError, LayerShapeError
 from ..ops import combine
 from .base import Layer, register
-from .common import check_input_count, describe_owner
+from .common import check_input_count, describe_owner, positive_int
 
 
 @dataclass(eq=False, kw_only=True)
@@ -34,10 +35,7 @@ class MultiInputLayer(Layer):
         if self.num_inputs is None and self.inputs:
             self.num_inputs = len(self.inputs)
         if self.num_inputs is not None:
-            self.num_inputs = int(self.num_inputs)
-            if self.num_inputs < 2:
-                raise LayerConfigError(
-                    f"{describe_owner(self)}: num_inputs {self.num_inputs} must be at least 2.")
+            self.num_inputs = positive_int(self, "num_inputs", self.num_inputs, minimum=2)
         if self.inputs and self.num_inputs != len(self.inputs):
             raise LayerConfigError(
                 f"{describe_owner(self)}: num_inputs is {self.num_inputs} but {len(self.inputs)} "

@@ -2,8 +2,24 @@
 
 * Validation: :func:`int_tuple` turns a MATLAB-style size (a scalar or N values)
   into a tuple of N ints and raises :class:`~refcam.errors.LayerConfigError`
-  naming the layer when it does not fit; :func:`check_param_shape` does the same
-  for array parameters.
+  naming the layer when it does not fit; :func:`positive_int` (counts),
+  :func:`finite_float`, :func:`choice` (mode strings), :func:`name_tuple` and
+  :func:`as_array` (parameters) do the same for the other properties, and
+  :func:`check_param_shape` for parameter shapes. Every layer validates through
+  these, so the rules live here:
+
+  - an integer property is an int or an integral float (never a bool, string,
+    NaN, Inf or 1.5, which is refused, not truncated);
+  - window sizes, strides and dilations are integers from 1 to
+    :data:`MAX_WINDOW_PROPERTY` (2**16), paddings from 0 to it;
+  - counts (filters, channels, groups, sizes, inputs, ``min_length``) are
+    integers from 1 (2 for ``num_inputs``) to :data:`MAX_OBSERVATION_ELEMENTS`;
+  - float properties are finite real numbers, with the layer's own range;
+  - mode strings are compared case-insensitively with a fixed set.
+* Sizes: :func:`check_elements` raises :class:`~refcam.errors.SizeLimitError`
+  when a per-observation tensor (an output, a zero-padded input, a
+  convolution's column matrix for one output row) would hold more than
+  :data:`MAX_OBSERVATION_ELEMENTS` (2**28) elements.
 * MATLAB text: :func:`num2str` reproduces MATLAB's ``num2str`` of a row of
   integers (columns right-aligned, two spaces between, so ``[1 1]`` prints as
   ``1  1``); :func:`size_text` joins sizes with ``x`` (``3x3x1``).
@@ -19,43 +35,122 @@
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Any, Sequence
 
 from ..autodiff import Tensor
 from ..backend import get_xp, is_cupy_array, to_device
-from ..errors import BackendError, LayerConfigError, LayerShapeError, MissingParameterError, ParameterShapeError
+from ..errors import (BackendError, LayerConfigError, LayerShapeError, MissingParameterError, ParameterError,
+                      ParameterShapeError, SizeLimitError)
 from ..ops.padding import effective_kernel, output_length, resolve_padding
 from .base import Layer
 
 
 
 # --- validation ----------------------------------------------------------------
-def int_tuple(layer: Any, prop: str, value: Any, length: int, minimum: int = 1) -> tuple[int, ...]:
-    """``value`` (a scalar or ``length`` numbers) as a tuple of ``length`` ints ``>= minimum``.
+MAX_WINDOW_PROPERTY = 2 ** 16
+"""Largest filter or pool size, stride and dilation factor on an axis, and padding on a side (65536)."""
+
+MAX_OBSERVATION_ELEMENTS = 2 ** 28
+"""Largest element count of one observation's tensor (2 GiB of float64, like ``refcam.io.safe``'s
+``DEFAULT_MAX_TENSOR_BYTES``); also the largest count property (filters, channels, sizes, inputs)."""
+
+
+def int_tuple(layer: Any, prop: str, value: Any, length: int, minimum: int = 1,
+              maximum: int = MAX_WINDOW_PROPERTY) -> tuple[int, ...]:
+    """``value`` (a scalar or ``length`` numbers) as a tuple of ``length`` ints in ``[minimum, maximum]``.
+
+    Rule: each entry is an integer (an int, or a float with no fraction; never a
+    bool, string, NaN or Inf, and 1.5 is refused rather than truncated). The
+    default bounds are those of a window property: 1 to :data:`MAX_WINDOW_PROPERTY`.
 
     >>> int_tuple(None, "stride", 2, 2)
     (2, 2)
     """
-    values = (value,) * length if _is_scalar(value) else tuple(value)
-    if len(values) != length or not all(_is_integral(v) for v in values):
+    values = (value,) * length if _is_scalar(value) else _entries(value)
+    ints = () if values is None else tuple(_integer(v) for v in values)
+    if len(ints) != length or None in ints:
         raise LayerConfigError(
             f"{describe_owner(layer)}: {prop} {value!r} must be an integer or {length} integers.")
-    ints = tuple(int(v) for v in values)
     if any(v < minimum for v in ints):
         raise LayerConfigError(f"{describe_owner(layer)}: {prop} {value!r} must hold integers >= {minimum}.")
+    if any(v > maximum for v in ints):
+        raise LayerConfigError(
+            f"{describe_owner(layer)}: {prop} {value!r} must hold integers <= {maximum} (refcam's limit, "
+            "docs/layers.md 'Limits').")
     return ints
 
 
-def positive_int(layer: Any, prop: str, value: Any) -> int:
-    """``value`` as an int ``>= 1``."""
-    return int_tuple(layer, prop, value, 1)[0]
+def positive_int(layer: Any, prop: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as a count: an int from ``minimum`` to :data:`MAX_OBSERVATION_ELEMENTS`."""
+    return int_tuple(layer, prop, value, 1, minimum, MAX_OBSERVATION_ELEMENTS)[0]
 
 
 def optional_positive_int(layer: Any, prop: str, value: Any) -> int | None:
-    """``value`` as an int ``>= 1``, or None (MATLAB's 'auto')."""
+    """``value`` as a count (:func:`positive_int`), or None (MATLAB's 'auto')."""
     if value is None or (isinstance(value, str) and value.lower() == "auto"):
         return None
     return positive_int(layer, prop, value)
+
+
+_COMPARISONS = ((">=", operator.ge), (">", operator.gt), ("<", operator.lt))  # minimum, above, below
+
+
+def finite_float(layer: Any, prop: str, value: Any, *, minimum: float | None = None,
+                 above: float | None = None, below: float | None = None) -> float:
+    """``value`` as a finite Python float, ``>= minimum``, ``> above`` and ``< below`` when given.
+
+    A real number (int, float, NumPy scalar or 0-d array); never a bool or string.
+
+    >>> finite_float(None, "epsilon", 1e-5, above=0.0)
+    1e-05
+    """
+    bounds = [(symbol, compare, limit) for (symbol, compare), limit in zip(_COMPARISONS, (minimum, above, below))
+              if limit is not None]
+    number = _real(value)
+    if number is None or not math.isfinite(number) or not all(compare(number, limit) for _, compare, limit in bounds):
+        condition = "".join(f" {'and ' if i else ''}{symbol} {limit}" for i, (symbol, _, limit) in enumerate(bounds))
+        raise LayerConfigError(f"{describe_owner(layer)}: {prop} {value!r} must be a finite number{condition}.")
+    return number
+
+
+def is_zero(value: Any) -> bool:
+    """True for a real number equal to 0 (``0``, ``0.0``; not ``False``)."""
+    return _real(value) == 0.0
+
+
+def choice(layer: Any, prop: str, value: Any, options: Sequence[str]) -> str:
+    """``value`` lower-cased, which must be one of ``options`` (compared case-insensitively)."""
+    if not isinstance(value, str) or value.lower() not in options:
+        raise LayerConfigError(f"{describe_owner(layer)}: {prop} {value!r} is not one of {list(options)}.")
+    return value.lower()
+
+
+def name_tuple(layer: Any, prop: str, value: Any) -> tuple[str, ...]:
+    """``value`` (a list of strings, e.g. class names) as a tuple of ``str``."""
+    names = None if isinstance(value, (str, bytes, dict)) else _entries(value)
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise LayerConfigError(f"{describe_owner(layer)}: {prop} {value!r} must be a list of strings.")
+    return tuple(str(n) for n in names)
+
+
+def check_elements(layer: Any, what: str, shape: Sequence[int | None]) -> None:
+    """Raise SizeLimitError when a per-observation ``shape`` holds more than :data:`MAX_OBSERVATION_ELEMENTS`.
+
+    A shape with a free (None) axis is not checked; it is checked again with the real sizes.
+
+    >>> check_elements(None, "output", (8, 32, 32))   # 8192 elements: fine
+    """
+    if any(n is None for n in shape):
+        return
+    count = math.prod(shape)
+    if count > MAX_OBSERVATION_ELEMENTS:
+        raise SizeLimitError(
+            f"{describe_owner(layer)}: its {what} would have per-observation shape {tuple(shape)}, "
+            f"{count} elements, more than refcam's limit of {MAX_OBSERVATION_ELEMENTS} (2**28, 2 GiB of "
+            "float64) per observation (docs/layers.md, 'Limits'); use a smaller input or a smaller "
+            "padding, stride, dilation or number of filters.")
 
 
 def check_param_shape(layer: Any, param: str, array: Any, expected: Sequence[int | None]) -> None:
@@ -118,11 +213,41 @@ def _is_scalar(value: Any) -> bool:
     return not isinstance(value, (tuple, list)) and getattr(value, "ndim", 0) == 0
 
 
-def _is_integral(value: Any) -> bool:
+def _entries(value: Any) -> tuple[Any, ...] | None:
+    """The entries (rows) of a list, tuple or array of one or more axes; None for anything else."""
+    if isinstance(value, (tuple, list)) or getattr(value, "ndim", 0) >= 1:
+        return tuple(value)
+    return None
+
+
+def _unwrapped(value: Any) -> Any:
+    """A 0-d array as its scalar; anything else unchanged."""
+    if isinstance(value, (str, bytes)) or getattr(value, "shape", None) != ():
+        return value
     try:
-        return float(value) == int(value)
-    except (TypeError, ValueError):
-        return False
+        return value[()]
+    except (TypeError, IndexError, KeyError, ValueError):
+        return value
+
+
+def _real(value: Any) -> float | None:
+    """A real number (not a bool or string; a 0-d array is unwrapped) as a float, else None."""
+    value = _unwrapped(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        return math.inf
+
+
+def _integer(value: Any) -> int | None:
+    """An integer value (an int, or a finite float without fraction) as an int, else None."""
+    value = _unwrapped(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    number = _real(value)
+    return int(number) if number is not None and number.is_integer() else None
 
 
 # --- padding -------------------------------------------------------------------
@@ -131,7 +256,8 @@ def matlab_padding(layer: Any, padding: Any, rank: int, modes: Sequence[str]) ->
 
     Accepted numbers: one (every side), N (symmetric per axis), 2N per-axis
     ``[begin end]`` pairs (MATLAB's ``[top bottom left right]``), or a 2xN nested
-    sequence ``[[begins], [ends]]`` (MATLAB's 3-D matrix).
+    sequence ``[[begins], [ends]]`` (MATLAB's 3-D matrix); each an integer from 0
+    to :data:`MAX_WINDOW_PROPERTY`.
     """
     if isinstance(padding, str):
         mode = padding.lower()
@@ -139,10 +265,11 @@ def matlab_padding(layer: Any, padding: Any, rank: int, modes: Sequence[str]) ->
             raise LayerConfigError(
                 f"{describe_owner(layer)}: padding {padding!r} is not one of {list(modes)} or numbers.")
         return mode
-    if not _is_scalar(padding) and len(padding) == 2 and all(not _is_scalar(row) for row in padding):
-        begins, ends = (int_tuple(layer, "padding", row, rank, 0) for row in padding)
+    entries = None if _is_scalar(padding) else _entries(padding)
+    if entries is not None and len(entries) == 2 and all(not _is_scalar(row) for row in entries):
+        begins, ends = (int_tuple(layer, "padding", row, rank, 0) for row in entries)
         return tuple(v for pair in zip(begins, ends) for v in pair)
-    values = (padding,) * (2 * rank) if _is_scalar(padding) else tuple(padding)
+    values = (padding,) * (2 * rank) if entries is None else entries
     if len(values) == rank:
         values = tuple(v for v in values for _ in range(2))
     return int_tuple(layer, "padding", values, 2 * rank, 0)
@@ -268,11 +395,32 @@ def _keep(layer: Any, param: str, source: Any, dtype: Any, on_gpu: bool, array: 
     return tensor
 
 
-def as_array(value: Any) -> Any:
-    """A parameter as given: NumPy and CuPy arrays unchanged, anything else through ``numpy.asarray``."""
-    if value is None or hasattr(value, "shape"):
-        return value
-    return get_xp().asarray(value, dtype=float)
+def as_array(layer: Any, param: str, value: Any) -> Any:
+    """Parameter ``param`` as given: an array unchanged, numbers through ``numpy.asarray(value, float)``.
+
+    Raises :class:`~refcam.errors.ParameterError` naming the layer and the
+    parameter for anything that is not an array of real numbers (strings,
+    dicts, ragged lists, bool, complex or object arrays).
+    """
+    if value is None:
+        return None
+    array = value if hasattr(value, "shape") else _float_array(value)
+    dtype = getattr(array, "dtype", None)
+    if getattr(dtype, "kind", None) not in ("f", "i", "u"):
+        found = f"an array of dtype {dtype}" if dtype is not None else f"a {type(value).__name__}"
+        raise ParameterError(f"{describe_owner(layer)}: parameter {param!r} is {found}; give an array of "
+                             "real numbers (floating point).", param)
+    return array
+
+
+def _float_array(value: Any) -> Any:
+    """``numpy.asarray(value, dtype=float)``; None for a string or what NumPy cannot convert."""
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        return get_xp().asarray(value, dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 # --- window geometry (convolution and pooling) -------------------------------------
@@ -283,18 +431,23 @@ def forward_padding(padding: str | Sequence[int], spatial: Sequence[int], kernel
     return resolve_padding(spec, spatial, kernel, stride, dilation)
 
 
-def window_output_spatial(layer: Any, spatial: Sequence[int | None], kernel: Sequence[int],
+def window_output_spatial(layer: Any, shape: Sequence[int | None], kernel: Sequence[int],
                           stride: Sequence[int], dilation: Sequence[int],
                           padding: str | Sequence[int]) -> tuple[int | None, ...]:
-    """Output spatial sizes of a window op; a free axis (None) stays free.
+    """Output spatial sizes of a window op on an input ``(C, *S)``; a free axis (None) stays free.
 
     Raises LayerShapeError naming the layer when the (padded) input is smaller
-    than the dilated window on some axis.
+    than the dilated window on some axis, and SizeLimitError when the
+    zero-padded input ``(C, *(S + p_begin + p_end))`` would hold more than
+    :data:`MAX_OBSERVATION_ELEMENTS` elements.
     """
+    spatial = tuple(shape[1:])
     out: list[int | None] = []
+    padded: list[int | None] = []
     for i, n in enumerate(spatial):
         if n is None:
             out.append(None)
+            padded.append(None)
             continue
         begin, end = forward_padding(padding, (n,), (kernel[i],), (stride[i],), (dilation[i],)) \
             if isinstance(padding, str) else (padding[2 * i], padding[2 * i + 1])
@@ -303,8 +456,10 @@ def window_output_spatial(layer: Any, spatial: Sequence[int | None], kernel: Seq
             raise LayerShapeError(
                 f"{describe_owner(layer)}: spatial axis {i} of the input has size {n}, padded "
                 f"{begin}+{end}, smaller than the window of extent {effective_kernel(kernel[i], dilation[i])}; "
-                f"found input spatial shape {tuple(spatial)}.")
+                f"found input spatial shape {spatial}.")
         out.append(length)
+        padded.append(n + begin + end)
+    check_elements(layer, "zero-padded input", (shape[0], *padded))
     return tuple(out)
 
 

@@ -21,6 +21,13 @@ reshape to ``(F, C/G, H, W)``; bias ``1 x 1 x F`` -> ``(F,)``.
 Padding property: ``"same"``, ``"causal"`` (1-D only) or numbers in MATLAB order,
 per-axis ``[begin end]`` pairs (``[top bottom left right]`` in 2-D), kept in that
 order and converted to the kernels' ``(begins..., ends...)`` at forward time.
+
+Limits (:mod:`refcam.layers.common`): ``filter_size``, ``stride`` and
+``dilation_factor`` are integers from 1 to ``MAX_WINDOW_PROPERTY`` (2**16),
+padding integers from 0 to it; ``num_filters``, ``num_channels`` and ``groups``
+from 1 to ``MAX_OBSERVATION_ELEMENTS`` (2**28). Per observation, the zero-padded
+input, the output and the column matrix of one output row ``(C, *k, *O[1:])``
+may hold at most ``MAX_OBSERVATION_ELEMENTS`` elements (SizeLimitError).
 """
 from __future__ import annotations
 
@@ -31,8 +38,8 @@ from ..autodiff import Tensor
 from ..errors import LayerConfigError, LayerShapeError
 from ..ops import conv
 from .base import Layer, param, register
-from .common import (as_array, check_channels, check_input_count, check_param_shape, check_rank,
-                     constant, describe_owner, forward_padding, int_tuple, matlab_padding,
+from .common import (as_array, check_channels, check_elements, check_input_count, check_param_shape,
+                     check_rank, constant, describe_owner, forward_padding, int_tuple, matlab_padding,
                      optional_positive_int, padding_text, positive_int, size_text, vector_text,
                      window_output_spatial)
 
@@ -63,7 +70,7 @@ class ConvolutionLayer(Layer):
         modes = ("same", "causal") if rank == 1 else ("same",)
         self.padding = matlab_padding(self, self.padding, rank, modes)
         self.num_channels = optional_positive_int(self, "num_channels", self.num_channels)
-        self.weights, self.bias = as_array(self.weights), as_array(self.bias)
+        self.weights, self.bias = as_array(self, "weights", self.weights), as_array(self, "bias", self.bias)
         self.groups = self._resolved_groups(self.groups)
         if self.num_channels is None and self.weights is not None:
             self.num_channels = int(self.weights.shape[1]) * self.groups if self.weights.ndim > 1 else None
@@ -102,7 +109,13 @@ class ConvolutionLayer(Layer):
 
     # -- shapes ---------------------------------------------------------------------
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
-        """``(F, *O)`` for an input ``(C, *S)``; see the module docstring for ``O``."""
+        """``(F, *O)`` for an input ``(C, *S)``; see the module docstring for ``O``.
+
+        Raises SizeLimitError when the zero-padded input, the output or the
+        column matrix of one output row ``(C, *k, *O[1:])`` (the smallest tile
+        :mod:`refcam.ops.conv` builds) would hold more than
+        ``MAX_OBSERVATION_ELEMENTS`` per observation.
+        """
         check_input_count(self, shapes)
         (shape,) = shapes
         check_rank(self, shape, self.spatial_rank)
@@ -111,8 +124,10 @@ class ConvolutionLayer(Layer):
             raise LayerShapeError(
                 f"{describe_owner(self)}: the input has {shape[0]} channels, not divisible by "
                 f"groups {self.groups}.")
-        spatial = window_output_spatial(self, shape[1:], self.filter_size, self.stride,
+        spatial = window_output_spatial(self, shape, self.filter_size, self.stride,
                                         self.dilation_factor, self.padding)
+        check_elements(self, "output", (self.num_filters, *spatial))
+        check_elements(self, "column matrix for one output row", (shape[0], *self.filter_size, *spatial[1:]))
         return (self.num_filters, *spatial)
 
     # -- maths ----------------------------------------------------------------------

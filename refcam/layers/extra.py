@@ -11,8 +11,11 @@ All take ``(B, C, *S)`` Tensors and call :mod:`refcam.ops`::
                                                             by constants; MATLAB scalingLayer)
 
 All four are smooth everywhere (padding and scaling are affine). ``padding`` is
-in refcam's internal order ``(begins..., ends...)``; ``describe()`` shows it in
-MATLAB's per-axis ``[begin end]`` order like the convolution layers do.
+in refcam's internal order ``(begins..., ends...)``, integers from 0 to
+``MAX_WINDOW_PROPERTY`` (2**16); ``describe()`` shows it in MATLAB's per-axis
+``[begin end]`` order like the convolution layers do. ``value`` is a finite
+number; the padded output of one observation holds at most
+``MAX_OBSERVATION_ELEMENTS`` (2**28) elements (SizeLimitError).
 
 ``scale`` and ``offset`` are arrays in the internal layout of one observation:
 0-d (one number), or one axis per observation axis ``(C, *S)``, each of size 1
@@ -27,7 +30,6 @@ layer followed by a 1x1 convolution; ReLU6 = ``ClippedReLULayer(ceiling=6)``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +37,11 @@ from ..autodiff import Tensor
 from ..backend import get_xp
 from ..errors import LayerConfigError, LayerShapeError
 from ..ops import activation
-from ..ops.shape import check_padding, pad
+from ..ops.shape import pad
 from .base import Layer, param, register
-from .common import (SameShapeLayer, as_array, check_input_count, check_rank, constant, describe_owner,
-                     matlab_padding_from_internal, padding_text, scalar2str, size_text)
+from .common import (SameShapeLayer, as_array, check_elements, check_input_count, check_rank, constant,
+                     describe_owner, finite_float, int_tuple, matlab_padding_from_internal, padding_text,
+                     scalar2str, size_text)
 
 
 @register
@@ -99,11 +102,8 @@ class PaddingLayer(Layer):
             raise LayerConfigError(
                 f"{describe_owner(self)}: padding {self.padding!r} must hold 2N integers "
                 "(begins..., ends...) for N spatial axes.")
-        try:
-            self.padding = check_padding(padding, len(padding) // 2)
-        except LayerConfigError as err:
-            raise LayerConfigError(f"{describe_owner(self)}: {err}") from err
-        self.value = _finite_float(self, "value", self.value)
+        self.padding = int_tuple(self, "padding", padding, len(padding), 0)
+        self.value = finite_float(self, "value", self.value)
 
     @property
     def spatial_rank(self) -> int:
@@ -111,13 +111,17 @@ class PaddingLayer(Layer):
         return len(self.padding) // 2
 
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
-        """``(C, S_1 + begin_1 + end_1, ...)``; a free axis (None) stays free."""
+        """``(C, S_1 + begin_1 + end_1, ...)``; a free axis (None) stays free.
+
+        Raises SizeLimitError when that holds more than ``MAX_OBSERVATION_ELEMENTS``.
+        """
         check_input_count(self, shapes)
         (shape,) = shapes
         rank = self.spatial_rank
         check_rank(self, shape, rank)
         spatial = tuple(None if n is None else n + self.padding[i] + self.padding[rank + i]
                         for i, n in enumerate(shape[1:]))
+        check_elements(self, "output", (shape[0], *spatial))
         return (shape[0], *spatial)
 
     def forward(self, *xs: Tensor) -> Tensor:
@@ -151,8 +155,8 @@ class ScalingLayer(Layer):
     def __post_init__(self) -> None:
         super().__post_init__()
         xp = get_xp(self.scale, self.offset)
-        self.scale = xp.asarray(1.0) if self.scale is None else as_array(self.scale)
-        self.offset = xp.asarray(0.0) if self.offset is None else as_array(self.offset)
+        self.scale = xp.asarray(1.0) if self.scale is None else as_array(self, "scale", self.scale)
+        self.offset = xp.asarray(0.0) if self.offset is None else as_array(self, "offset", self.offset)
         for name in ("scale", "offset"):
             array = getattr(self, name)
             if array.dtype.kind != "f" or not bool(get_xp(array).isfinite(array).all()):
@@ -195,12 +199,3 @@ def _array_text(array: Any) -> str:
         return scalar2str(float(array))
     return f"a {size_text(array.shape)} array"
 
-
-def _finite_float(layer: Layer, prop: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise LayerConfigError(f"{describe_owner(layer)}: {prop} {value!r} must be a finite number.")
-    return number

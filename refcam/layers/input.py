@@ -17,6 +17,11 @@ Statistics are stored in internal layout, per element ``(C, *S)``, per channel
 ``(C, 1, ..., 1)`` or scalar (``(1, ..., 1)`` or 0-d), and broadcast as stored.
 MATLAB's ``h x w x c`` statistic becomes ``(c, h, w)`` (``transpose(2, 0, 1)``).
 The normalisation is affine, so it is differentiable everywhere.
+
+Limits: each entry of ``input_size`` and ``min_length`` is an integer from 1 to
+``MAX_OBSERVATION_ELEMENTS`` (2**28), and a network refuses an observation of
+more elements than that (SizeLimitError); ``normalization`` is one of the names
+above (case-insensitive).
 """
 from __future__ import annotations
 
@@ -24,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..autodiff import Tensor
-from ..errors import LayerConfigError, LayerShapeError, MissingParameterError, ParameterError, ParameterShapeError
+from ..errors import LayerShapeError, MissingParameterError, ParameterError, ParameterShapeError
 from .base import Layer, param, register
-from .common import (as_array, check_input_count, constant, describe_owner, int_tuple, positive_int,
-                     size_text)
+from .common import (MAX_OBSERVATION_ELEMENTS, as_array, check_input_count, choice, constant,
+                     describe_owner, int_tuple, positive_int, size_text)
 
 NORMALIZATIONS = ("none", "zerocenter", "zscore", "rescale-symmetric", "rescale-zero-one")
 NEEDED_STATISTICS = {
@@ -57,13 +62,9 @@ class InputLayer(Layer):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.input_size = self._validated_size(self.input_size)
-        self.normalization = str(self.normalization).lower()
-        if self.normalization not in NORMALIZATIONS:
-            raise LayerConfigError(
-                f"{describe_owner(self)}: normalization {self.normalization!r} is not one of "
-                f"{list(NORMALIZATIONS)}.")
+        self.normalization = choice(self, "normalization", self.normalization, NORMALIZATIONS)
         for stat in ("mean", "standard_deviation", "min", "max"):
-            setattr(self, stat, as_array(getattr(self, stat)))
+            setattr(self, stat, as_array(self, stat, getattr(self, stat)))
             self._check_statistic(stat)
         for stat in NEEDED_STATISTICS[self.normalization]:
             if getattr(self, stat) is None:
@@ -74,7 +75,7 @@ class InputLayer(Layer):
 
     # -- shapes ---------------------------------------------------------------------
     def _validated_size(self, size: Any) -> tuple[int, ...]:
-        return int_tuple(self, "input_size", size, self.spatial_rank + 1)
+        return int_tuple(self, "input_size", size, self.spatial_rank + 1, 1, MAX_OBSERVATION_ELEMENTS)
 
     def per_observation_shape(self) -> tuple[int | None, ...]:
         """Internal ``(C, *S)`` of one observation; None for a free (time) axis."""

@@ -16,6 +16,10 @@ Fully connected (:func:`refcam.ops.linear.fully_connected`)::
 
 Dropout at prediction is the identity: ``y = x`` (the mask and the ``1/(1-p)``
 scaling apply only in training).
+
+Limits: ``output_size`` and ``input_size`` are integers from 1 to
+``MAX_OBSERVATION_ELEMENTS`` (2**28); ``probability`` a finite number in [0, 1);
+the orders are names from ``FLATTEN_ORDERS`` (case-insensitive).
 """
 from __future__ import annotations
 
@@ -24,24 +28,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..autodiff import Tensor
-from ..errors import LayerConfigError, LayerShapeError
+from ..errors import LayerShapeError
 from ..ops import linear
 from ..ops.linear import FLATTEN_ORDERS
 from .base import Layer, param, register
-from .common import (SameShapeLayer, as_array, check_input_count, check_param_shape, constant,
-                     describe_owner, optional_positive_int, positive_int, scalar2str)
+from .common import (SameShapeLayer, as_array, check_input_count, check_param_shape, choice, constant,
+                     describe_owner, finite_float, optional_positive_int, positive_int, scalar2str)
 
 
 @dataclass(eq=False, kw_only=True)
 class FlatteningLayer(Layer):
     """A layer that flattens a ``(C, *S)`` observation in ``flatten_order``."""
 
-    def _check_order(self, order: str) -> str:
-        order = str(order).lower()
-        if order not in FLATTEN_ORDERS:
-            raise LayerConfigError(
-                f"{describe_owner(self)}: flatten order {order!r} is not one of {list(FLATTEN_ORDERS)}.")
-        return order
+    def _check_order(self, prop: str, order: str) -> str:
+        return choice(self, prop, order, FLATTEN_ORDERS)
 
     def flattened_size(self, shape: tuple[int | None, ...]) -> int:
         """``C * prod(S)`` of an observation ``(C, *S)``; a free (None) axis cannot be flattened."""
@@ -64,7 +64,7 @@ class FlattenLayer(FlatteningLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.order = self._check_order(self.order)
+        self.order = self._check_order("order", self.order)
 
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         """``(C * prod(S),)``."""
@@ -103,8 +103,8 @@ class FullyConnectedLayer(FlatteningLayer):
         super().__post_init__()
         self.output_size = positive_int(self, "output_size", self.output_size)
         self.input_size = optional_positive_int(self, "input_size", self.input_size)
-        self.flatten_order = self._check_order(self.flatten_order)
-        self.weights, self.bias = as_array(self.weights), as_array(self.bias)
+        self.flatten_order = self._check_order("flatten_order", self.flatten_order)
+        self.weights, self.bias = as_array(self, "weights", self.weights), as_array(self, "bias", self.bias)
         if self.weights is not None:
             check_param_shape(self, "weights", self.weights, (self.output_size, self.input_size))
             self.input_size = int(self.weights.shape[1])
@@ -146,10 +146,7 @@ class DropoutLayer(SameShapeLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.probability = float(self.probability)
-        if not 0.0 <= self.probability < 1.0:
-            raise LayerConfigError(
-                f"{describe_owner(self)}: probability {self.probability!r} must be in [0, 1).")
+        self.probability = finite_float(self, "probability", self.probability, minimum=0.0, below=1.0)
 
     def forward(self, *xs: Tensor) -> Tensor:
         """``x`` unchanged (inference)."""

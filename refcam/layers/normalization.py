@@ -21,10 +21,14 @@ Layer normalisation of each observation over the axes ``A`` chosen by
 
 All parameters are ``(C,)``; MATLAB stores ``C x 1`` (or ``1 x 1 x C``) vectors,
 which flatten to ``(C,)``. Both maps are smooth (epsilon > 0).
+
+Limits: ``epsilon`` is a finite number > 0 (MATLAB's floor of 1e-5 is not
+enforced: imports use less); ``num_channels`` an integer from 1 to
+``MAX_OBSERVATION_ELEMENTS`` (2**28) or None; ``operation_dimension`` one of the
+names above (case-insensitive).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +36,8 @@ from ..autodiff import Tensor
 from ..errors import LayerConfigError
 from ..ops import normalization
 from .base import param, register
-from .common import (SameShapeLayer, as_array, check_channels, check_param_shape, constant,
-                     describe_owner, optional_positive_int)
+from .common import (SameShapeLayer, as_array, check_channels, check_param_shape, choice, constant,
+                     describe_owner, finite_float, optional_positive_int)
 
 OPERATION_DIMENSIONS = ("auto", "channel-only", "spatial-channel", "batch-excluded")
 
@@ -47,12 +51,10 @@ class ChannelParameterLayer(SameShapeLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.epsilon = float(self.epsilon)
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0.0):
-            raise LayerConfigError(f"{describe_owner(self)}: epsilon {self.epsilon!r} must be a positive number.")
+        self.epsilon = finite_float(self, "epsilon", self.epsilon, above=0.0)
         self.num_channels = optional_positive_int(self, "num_channels", self.num_channels)
         for name in self.param_names():
-            setattr(self, name, as_array(getattr(self, name)))
+            setattr(self, name, as_array(self, name, getattr(self, name)))
             array = getattr(self, name)
             if array is None:
                 continue
@@ -123,11 +125,8 @@ class LayerNormalizationLayer(ChannelParameterLayer):
     type = "Layer Normalization"
 
     def __post_init__(self) -> None:
-        self.operation_dimension = str(self.operation_dimension).lower()
-        if self.operation_dimension not in OPERATION_DIMENSIONS:
-            raise LayerConfigError(
-                f"{describe_owner(self)}: operation_dimension {self.operation_dimension!r} is not one "
-                f"of {list(OPERATION_DIMENSIONS)}.")
+        self.operation_dimension = choice(self, "operation_dimension", self.operation_dimension,
+                                          OPERATION_DIMENSIONS)
         super().__post_init__()
 
     def normalized_axes(self, ndim: int) -> tuple[int, ...]:

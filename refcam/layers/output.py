@@ -2,7 +2,7 @@
 
 Both are the identity at prediction (``y = x``): they only define a training
 loss (cross-entropy, mean squared error). They carry the class names and the
-response names, and ``is_output_layer = True``.
+response names (lists of strings), and ``is_output_layer = True``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from ..autodiff import Tensor
 from ..errors import LayerShapeError
 from .base import register
-from .common import SameShapeLayer, describe_owner
+from .common import SameShapeLayer, describe_owner, name_tuple
 
 
 @register
@@ -28,7 +28,7 @@ class ClassificationLayer(SameShapeLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.classes = tuple(str(c) for c in self.classes)
+        self.classes = name_tuple(self, "classes", self.classes)
 
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
         """The input shape; its channel count must equal the number of classes when they are known."""
@@ -69,7 +69,7 @@ class RegressionLayer(SameShapeLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.response_names = tuple(str(r) for r in self.response_names)
+        self.response_names = name_tuple(self, "response_names", self.response_names)
 
     def forward(self, *xs: Tensor) -> Tensor:
         """``x`` unchanged."""

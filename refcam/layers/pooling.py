@@ -16,6 +16,10 @@ Output size per axis (window ``k``, stride ``s``)::
 MATLAB's default stride is 1 on every axis (not the pool size). Padding: ``"same"``
 or numbers in MATLAB order, per-axis ``[begin end]`` pairs (``[top bottom left right]``),
 each smaller than the pool size on its axis (as MATLAB requires).
+
+Limits (:mod:`refcam.layers.common`): ``pool_size`` and ``stride`` are integers
+from 1 to ``MAX_WINDOW_PROPERTY`` (2**16); the padded input of one observation
+holds at most ``MAX_OBSERVATION_ELEMENTS`` (2**28) elements (SizeLimitError).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ..autodiff import Tensor
 from ..errors import LayerConfigError
 from ..ops import pooling
 from .base import Layer, register
-from .common import (check_input_count, check_rank, describe_owner, forward_padding, int_tuple,
+from .common import (check_input_count, check_rank, describe_owner, forward_padding, int_tuple, is_zero,
                      matlab_padding, padding_text, size_text, vector_text, window_output_spatial)
 
 
@@ -59,7 +63,7 @@ class WindowPoolingLayer(Layer):
         (shape,) = shapes
         check_rank(self, shape, self.spatial_rank)
         ones = (1,) * self.spatial_rank
-        return (shape[0], *window_output_spatial(self, shape[1:], self.pool_size, self.stride, ones,
+        return (shape[0], *window_output_spatial(self, shape, self.pool_size, self.stride, ones,
                                                  self.padding))
 
     def _window_arguments(self, x: Tensor) -> dict[str, Any]:
@@ -99,7 +103,7 @@ class AveragePoolingLayer(WindowPoolingLayer):
         value = self.padding_value
         if isinstance(value, str) and value.lower() == "mean":
             self.padding_value = "mean"
-        elif not isinstance(value, str) and value == 0:
+        elif is_zero(value):
             self.padding_value = 0
         else:
             raise LayerConfigError(
