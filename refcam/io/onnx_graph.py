@@ -3,16 +3,33 @@
 Reading (:func:`read_graph`) turns a ``ModelProto`` into plain Python objects and
 checks the structure before anything is converted:
 
-* initializers become NumPy arrays (floats as float64, which holds float32 and
-  float16 exactly; integers as int64); an initializer stored in an external file
-  is refused (refcam reads one file and nothing it points to);
+* every name and string attribute must be UTF-8 text (ONNX's rule; protobuf hands
+  other bytes over undecoded), otherwise :class:`~refcam.errors.FileFormatError`;
 * exactly one graph input that is not an initializer, and exactly one output;
 * only the nodes the output depends on are kept (walking back from the output);
 * every tensor a kept node reads is produced by one node, an initializer or the
   graph input, otherwise :class:`~refcam.errors.FileFormatError`;
 * the kept nodes are put in data-flow order by Kahn's algorithm (file order among
   the ready ones); nodes left over lie on a cycle: :class:`~refcam.errors.CycleError`
-  names one.
+  names one;
+* the kept nodes' operators must be ones refcam imports (one
+  :class:`~refcam.errors.UnsupportedOperationError` lists all the others), and only
+  then are their attributes and the initializers they read decoded.
+
+Every tensor in the file (initializers, ``TENSOR``/``TENSORS`` attributes such as
+``Constant`` and ``ConstantOfShape`` values) is decoded by
+:func:`refcam.io.safe.onnx_tensor_array` only: its type and declared dims are
+checked against the budget ``max_tensor_bytes`` first, and a tensor whose data
+lives in another file is an :class:`~refcam.errors.ExternalReferenceError` (onnx
+would resolve the location against the working directory). Sparse tensors are
+refused the same way, then as unsupported; subgraph and type attributes are never
+decoded (no operator refcam imports has one); a tensor attribute of *any* node,
+kept or not, that points at another file is refused before anything is decoded. Floats become float64 (exact for
+float32, float16 and bfloat16), integers and booleans int64. A float initializer,
+tensor attribute or float attribute holding NaN or Inf is a
+:class:`~refcam.errors.NonFiniteParameterError` naming the node and the tensor or
+attribute. An attribute is read with the type ONNX defines for it
+(:meth:`Node.attr`); another type is a FileFormatError.
 
 Node names become refcam layer names: the node's own name, or ``<OpType>_<k>``
 when it is empty (k counts the nodes in file order), with ``_2``, ``_3`` ...
@@ -28,22 +45,35 @@ convolution).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import (CycleError, FileFormatError, LayerConfigError, LayerShapeError,
-                      UnsupportedOperationError)
+from ..errors import (CycleError, DeclaredSizeError, FileFormatError, LayerConfigError, LayerShapeError,
+                      NonFiniteParameterError, SizeLimitError, UnsupportedOperationError)
+from .safe import DEFAULT_MAX_TENSOR_BYTES, check_finite, onnx_tensor_array, refuse_external_data
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 FLOAT_ELEMENT_TYPES = (1, 10, 11, 16)   # FLOAT, FLOAT16, DOUBLE, BFLOAT16 (TensorProto enum)
-EXTERNAL = 1                            # TensorProto.DataLocation.EXTERNAL
+ATTRIBUTE_KINDS = {1: "float", 2: "int", 3: "string", 4: "tensor", 5: "graph", 6: "floats", 7: "ints",
+                   8: "strings", 9: "tensors", 10: "graphs", 11: "sparse_tensor", 12: "sparse_tensors",
+                   13: "type_proto", 14: "type_protos"}   # AttributeProto.AttributeType, 0 = UNDEFINED
+REQUIRED = object()                     # Node.attr's default: the attribute must be present
+MAX_NODES = 2 ** 18                     # nodes in a graph; real CNNs have thousands
+MAX_LIST_ENTRIES = 2 ** 20              # entries of a list attribute or of a shape-like operand
+MAX_LISTED_NODES = 20                   # unsupported nodes named one by one in the error
 
 
 @dataclass(frozen=True)
 class Node:
-    """One ONNX node: its unique refcam name, op type, tensor names ('' = omitted input) and attributes."""
+    """One ONNX node: its unique refcam name, op type, tensor names ('' = omitted input) and attributes.
+
+    ``attributes`` holds the decoded values (ints, floats, str, lists, tensors as
+    arrays; None for subgraphs and types, never decoded), ``kinds`` their ONNX
+    attribute types (``"int"``, ``"floats"``, ``"tensor"``, ...).
+    """
 
     name: str
     op_type: str
@@ -51,10 +81,28 @@ class Node:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    kinds: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    proto: Any = field(default=None, hash=False, compare=False, repr=False)
 
-    def attr(self, key: str, default: Any = None) -> Any:
-        """Attribute ``key`` (ints, floats, strings decoded, tensors as arrays), or ``default``."""
-        return self.attributes.get(key, default)
+    def attr(self, key: str, kind: str, default: Any = REQUIRED) -> Any:
+        """Attribute ``key``, which must be of ONNX type ``kind``; ``default`` when the node lacks it.
+
+        Rule: an attribute of another type (an int where ONNX defines a float, a
+        string where it defines ints, ...) is a FileFormatError naming the node,
+        the attribute and both types; a missing attribute without a ``default`` is
+        one too (ONNX requires it).
+
+        >>> Node("n", "Conv", "", ("x",), ("y",), {"group": 2}, {"group": "int"}).attr("group", "int", 1)
+        2
+        """
+        if key not in self.attributes:
+            if default is REQUIRED:
+                raise FileFormatError(f"{self.label} lacks its required attribute {key!r} ({kind}).")
+            return default
+        if self.kinds[key] != kind:
+            raise FileFormatError(f"{self.label}: attribute {key!r} is of type {self.kinds[key]}, but ONNX "
+                                  f"defines it as {kind}; the file is corrupt or hand-edited.")
+        return self.attributes[key]
 
     @property
     def label(self) -> str:
@@ -134,111 +182,261 @@ class Value:
 
 
 # --- reading the model ------------------------------------------------------------
-def read_graph(model: Any, source: str) -> Graph:
-    """Check ``model`` (a ``ModelProto``) and return its :class:`Graph` (module docstring)."""
-    from onnx import numpy_helper
+def read_graph(model: Any, source: str, known_operators: Collection[str],
+               max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> Graph:
+    """Check ``model`` (a ``ModelProto``) and return its :class:`Graph` (module docstring).
 
+    ``known_operators``: the op types of the default domain that refcam imports;
+    the attributes and initializers of the kept nodes are decoded only after
+    every kept node passed that check.
+    """
     graph = model.graph
     if not graph.output or (not graph.node and not graph.input):
         raise FileFormatError(
             f"{source}: the ONNX model has no graph (no nodes, inputs or outputs); the file is not "
             "an ONNX model, or it is truncated.")
+    if len(graph.node) > MAX_NODES:
+        raise DeclaredSizeError(f"{source}: the graph has {len(graph.node)} nodes; refcam imports graphs of at "
+                                f"most {MAX_NODES} nodes.")
     opset = _default_opset(model, source)
-    initializers = {tensor.name: _initializer_array(tensor, numpy_helper, source)
-                    for tensor in graph.initializer}
-    if len(graph.sparse_initializer):
-        raise UnsupportedOperationError(f"{source}: sparse initializers are not supported; store the "
-                                        "weights as dense tensors.")
-    graph_input = _single_input(graph, initializers, source)
+    initializer_protos = _initializer_protos(graph, source)
+    graph_input = _single_input(graph, initializer_protos, source)
     if len(graph.output) != 1:
         raise UnsupportedOperationError(
             f"{source}: the graph has {len(graph.output)} outputs "
-            f"({[o.name for o in graph.output]}); a refcam network has exactly one.")
-    output = graph.output[0].name
-    nodes = _named_nodes(graph, graph_input.name)
-    kept = _needed_nodes(nodes, output, set(initializers) | {graph_input.name}, source)
-    ordered = _data_flow_order(kept, set(initializers) | {graph_input.name})
+            f"({_listed([o.name for o in graph.output])}); a refcam network has exactly one.")
+    output = text(graph.output[0].name, "the name of the graph output", source)
+    available = set(initializer_protos) | {graph_input.name}
+    kept = _needed_nodes(_named_nodes(graph, graph_input.name, source), output, available, source)
+    ordered = _data_flow_order(kept, available)
+    _check_operators(ordered, known_operators, source)
+    ordered = [_with_attributes(node, source, max_tensor_bytes) for node in ordered]
     consumers: dict[str, list[Node]] = {}
     for node in ordered:
         for tensor in node.inputs:
             if tensor:
                 consumers.setdefault(tensor, []).append(node)
-    return Graph(name=graph.name, opset=opset, initializers=initializers, input=graph_input,
-                 output=output, nodes=ordered, consumers=consumers)
+    return Graph(name=text(graph.name, "the graph name", source), opset=opset,
+                 initializers=_initializer_arrays(initializer_protos, ordered, source, max_tensor_bytes),
+                 input=graph_input, output=output, nodes=ordered, consumers=consumers)
+
+
+def text(value: Any, what: str, source: str) -> str:
+    """A protobuf string field as ``str``.
+
+    Rule: ONNX strings are UTF-8; protobuf hands other bytes over undecoded, and
+    those are a FileFormatError naming the field (``what``).
+    """
+    if isinstance(value, str):
+        return value
+    raise FileFormatError(f"{source}: {what} {bytes(value)[:40]!r} is not UTF-8 text, as ONNX requires; the "
+                          "file is corrupt.")
+
+
+def _listed(names: Sequence[Any], limit: int = 10) -> str:
+    """``['a', 'b', ...]`` with at most ``limit`` names, then how many more."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}" + (f", ... and {len(names) - limit} more]" if len(names) > limit else "]")
 
 
 def _default_opset(model: Any, source: str) -> int:
-    versions = [entry.version for entry in model.opset_import if entry.domain in DEFAULT_DOMAINS]
+    """The version of the default operator set; a model importing none, or a version below 1, is refused."""
+    versions = [entry.version for entry in model.opset_import
+                if text(entry.domain, "an opset_import domain", source) in DEFAULT_DOMAINS]
     if not versions:
         raise FileFormatError(f"{source}: the model imports no version of the default ONNX operator "
                               "set (opset_import), so its operators cannot be interpreted.")
+    if versions[0] < 1:
+        raise FileFormatError(f"{source}: the model imports version {versions[0]} of the default ONNX "
+                              "operator set; versions start at 1.")
     return int(versions[0])
 
 
-def _initializer_array(tensor: Any, numpy_helper: Any, source: str) -> np.ndarray:
-    """An initializer as float64 (floats) or int64 (integers); external data refused."""
-    if tensor.data_location == EXTERNAL:
-        raise FileFormatError(
-            f"{source}: initializer {tensor.name!r} is stored in an external file; refcam reads only "
-            "the model file. Save the model with its weights inside "
-            "(onnx.save(model, path, save_as_external_data=False)).")
-    try:
-        array = numpy_helper.to_array(tensor)
-    except (ValueError, TypeError) as err:
-        raise FileFormatError(f"{source}: initializer {tensor.name!r} cannot be read ({err}); "
-                              "the file is corrupt.") from err
-    return as_number_array(array)
+def _initializer_protos(graph: Any, source: str) -> dict[str, Any]:
+    """The initializers by name, undecoded; any of them (or a sparse one) kept in another file is refused."""
+    for sparse in graph.sparse_initializer:
+        for part in (sparse.values, sparse.indices):
+            refuse_external_data(part, "a sparse initializer", source)
+    if len(graph.sparse_initializer):
+        raise UnsupportedOperationError(f"{source}: sparse initializers are not supported; store the "
+                                        "weights as dense tensors.")
+    protos: dict[str, Any] = {}
+    for tensor in graph.initializer:
+        name = text(tensor.name, "the name of an initializer", source)
+        refuse_external_data(tensor, f"initializer {name!r}", source)
+        if name in protos:
+            raise FileFormatError(f"{source}: two initializers are named {name!r}; tensor names must be unique.")
+        protos[name] = tensor
+    return protos
 
 
-def as_number_array(array: Any) -> np.ndarray:
-    """Floats as float64, integers and booleans as int64."""
+def _initializer_arrays(protos: dict[str, Any], nodes: list[Node], source: str,
+                        max_tensor_bytes: int) -> dict[str, np.ndarray]:
+    """The initializers the kept nodes read, decoded by :func:`decoded_tensor` (named with their first reader)."""
+    readers: dict[str, Node] = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            if tensor in protos:
+                readers.setdefault(tensor, node)
+    return {name: decoded_tensor(protos[name], f"initializer {name!r} (read by {node.label})", source,
+                                 max_tensor_bytes)
+            for name, node in readers.items()}
+
+
+def decoded_tensor(tensor: Any, where: str, source: str, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+                   ) -> np.ndarray:
+    """A ``TensorProto`` held in the file as float64 or int64.
+
+    Rule: decoded by :func:`refcam.io.safe.onnx_tensor_array` only (element type and
+    declared dims checked against the budget first, external data refused), then
+    :func:`as_number_array`; a float tensor holding NaN or Inf is a
+    NonFiniteParameterError naming ``where``.
+    """
+    array = as_number_array(onnx_tensor_array(tensor, where, source, max_tensor_bytes), f"{source}: {where}")
+    if array.dtype.kind == "f":
+        check_finite(array, where, source)
+    return array
+
+
+def as_number_array(array: Any, where: str = "a tensor") -> np.ndarray:
+    """Floats as float64, integers and booleans as int64; any other dtype is an UnsupportedOperationError."""
     array = np.asarray(array)
     if array.dtype.kind == "f" or array.dtype.name == "bfloat16":
         return array.astype(np.float64)
     if array.dtype.kind in "iub":
         return array.astype(np.int64)
-    raise UnsupportedOperationError(f"tensors of dtype {array.dtype} are not supported.")
+    raise UnsupportedOperationError(f"{where} has the element type {array.dtype}; refcam imports float, "
+                                    "integer and boolean tensors.")
 
 
-def _single_input(graph: Any, initializers: dict[str, np.ndarray], source: str) -> GraphInput:
-    inputs = [value for value in graph.input if value.name not in initializers]
+def _single_input(graph: Any, initializers: dict[str, Any], source: str) -> GraphInput:
+    inputs = [value for value in graph.input
+              if text(value.name, "the name of a graph input", source) not in initializers]
     if len(inputs) != 1:
         raise UnsupportedOperationError(
             f"{source}: the graph has {len(inputs)} inputs that are not initializers "
-            f"({[value.name for value in inputs]}); a refcam network has exactly one input.")
+            f"({_listed([value.name for value in inputs])}); a refcam network has exactly one input.")
     (value,) = inputs
     tensor_type = value.type.tensor_type
     dims = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
     return GraphInput(name=value.name or "input", elem_type=int(tensor_type.elem_type), dims=dims)
 
 
-def _named_nodes(graph: Any, input_name: str) -> list[Node]:
-    """Every node with a unique refcam name (module docstring) and decoded attributes."""
-    from onnx import helper, numpy_helper
-
+def _named_nodes(graph: Any, input_name: str, source: str) -> list[Node]:
+    """Every node with a unique refcam name (module docstring), its names checked, attributes not yet decoded."""
     taken = {input_name}
+    next_suffix: dict[str, int] = {}
     nodes = []
     for index, proto in enumerate(graph.node):
-        base = proto.name or f"{proto.op_type}_{index}"
-        name, suffix = base, 2
+        what = f"node #{index}"
+        op_type = text(proto.op_type, f"the op_type of {what}", source)
+        base = text(proto.name, f"the name of {what}", source) or f"{op_type}_{index}"
+        name, suffix = base, next_suffix.get(base, 2)
         while name in taken:
             name, suffix = f"{base}_{suffix}", suffix + 1
+        next_suffix[base] = suffix
         taken.add(name)
-        attributes = {a.name: _attribute_value(helper.get_attribute_value(a), numpy_helper)
-                      for a in proto.attribute}
-        nodes.append(Node(name=name, op_type=proto.op_type, domain=proto.domain,
-                          inputs=tuple(proto.input), outputs=tuple(proto.output), attributes=attributes))
+        _refuse_external_attributes(proto, f"node {name!r} ({op_type})", source)
+        nodes.append(Node(name=name, op_type=op_type, domain=text(proto.domain, f"the domain of {what}", source),
+                          inputs=tuple(text(t, f"an input name of {what}", source) for t in proto.input),
+                          outputs=tuple(text(t, f"an output name of {what}", source) for t in proto.output),
+                          proto=proto))
     return nodes
 
 
-def _attribute_value(value: Any, numpy_helper: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if hasattr(value, "dims") and hasattr(value, "data_type"):
-        return as_number_array(numpy_helper.to_array(value))
-    if isinstance(value, list):
-        return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in value]
-    return value
+def _refuse_external_attributes(proto: Any, label: str, source: str) -> None:
+    """ExternalReferenceError when a tensor attribute of node ``proto`` (dense or sparse) keeps its data in
+    another file; checked for every node of the graph, kept or not, before anything is decoded."""
+    for attribute in proto.attribute:
+        tensors = [attribute.t, *attribute.tensors]
+        for sparse in [attribute.sparse_tensor, *attribute.sparse_tensors]:
+            tensors += [sparse.values, sparse.indices]
+        for tensor in tensors:
+            refuse_external_data(tensor, f"{label}: attribute {attribute.name!r}", source)
+
+
+def _check_operators(nodes: list[Node], known_operators: Collection[str], source: str) -> None:
+    """One UnsupportedOperationError naming every node whose operator refcam does not import."""
+    unknown = [node for node in nodes if node.domain not in DEFAULT_DOMAINS or node.op_type not in known_operators]
+    if unknown:
+        listed = ", ".join(f"{_qualified(node)} (node {node.name!r})" for node in unknown[:MAX_LISTED_NODES])
+        more = f" and {len(unknown) - MAX_LISTED_NODES} more" if len(unknown) > MAX_LISTED_NODES else ""
+        kinds = sorted({_qualified(node) for node in unknown})
+        raise UnsupportedOperationError(
+            f"{source}: the ONNX graph uses {len(kinds)} operator type(s) refcam cannot import "
+            f"({', '.join(kinds)}) in {len(unknown)} node(s): {listed}{more}. Supported operators are "
+            "listed in docs/import.md; replace these in the model before exporting.")
+
+
+def _qualified(node: Node) -> str:
+    return node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
+
+
+def _with_attributes(node: Node, source: str, max_tensor_bytes: int) -> Node:
+    """``node`` with its attributes decoded (:func:`_attribute_value`).
+
+    Rule: every attribute has a unique UTF-8 name and a defined ONNX type
+    (UNDEFINED is a FileFormatError).
+    """
+    values: dict[str, Any] = {}
+    kinds: dict[str, str] = {}
+    for proto in node.proto.attribute:
+        key = text(proto.name, f"an attribute name of {node.label}", source)
+        where = f"{node.label}: attribute {key!r}"
+        if key in values:
+            raise FileFormatError(f"{source}: {node.label} has two attributes named {key!r}.")
+        kinds[key] = ATTRIBUTE_KINDS.get(int(proto.type), "")
+        if not kinds[key]:
+            raise FileFormatError(f"{source}: {where} has no valid ONNX type (AttributeProto type "
+                                  f"{proto.type}); the file is corrupt.")
+        values[key] = _attribute_value(proto, kinds[key], where, source, max_tensor_bytes)
+    return replace(node, attributes=values, kinds=kinds)
+
+
+def _attribute_value(proto: Any, kind: str, where: str, source: str, max_tensor_bytes: int) -> Any:
+    """The value of an ``AttributeProto`` of type ``kind``.
+
+    Rule: floats must be finite (NonFiniteParameterError), strings UTF-8, lists at
+    most :data:`MAX_LIST_ENTRIES` long, tensors go through :func:`decoded_tensor`;
+    sparse tensors, subgraphs and type protos are left undecoded (None): no
+    operator refcam imports reads one.
+    """
+    repeated = {"ints": proto.ints, "floats": proto.floats, "strings": proto.strings,
+                "tensors": proto.tensors}.get(kind, ())
+    if len(repeated) > MAX_LIST_ENTRIES:
+        raise DeclaredSizeError(f"{source}: {where} lists {len(repeated)} values; refcam reads attribute lists of "
+                                f"at most {MAX_LIST_ENTRIES}.")
+    if kind in ("int", "ints"):
+        return int(proto.i) if kind == "int" else [int(v) for v in repeated]
+    if kind in ("float", "floats"):
+        values = finite_floats([proto.f] if kind == "float" else repeated, where, source)
+        return values[0] if kind == "float" else values
+    if kind in ("string", "strings"):
+        values = [_utf8(s, where, source) for s in ([proto.s] if kind == "string" else repeated)]
+        return values[0] if kind == "string" else values
+    if kind in ("tensor", "tensors"):
+        if kind == "tensor":
+            return decoded_tensor(proto.t, where, source, max_tensor_bytes)
+        return [decoded_tensor(t, f"{where} #{i}", source, max_tensor_bytes) for i, t in enumerate(repeated)]
+    return None
+
+
+def finite_floats(values: Iterable[Any], where: str, source: str) -> list[float]:
+    """``values`` as Python floats; NonFiniteParameterError naming ``where`` when one is NaN or Inf."""
+    floats = [float(v) for v in values]
+    bad = [v for v in floats if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteParameterError(f"{source}: {where} holds {len(bad)} NaN or Inf value(s) ({bad[0]}); "
+                                      "weights and attributes must be finite.")
+    return floats
+
+
+def _utf8(raw: bytes, where: str, source: str) -> str:
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FileFormatError(f"{source}: {where} is not UTF-8 text ({bytes(raw)[:40]!r}); the file is "
+                              "corrupt.") from err
 
 
 def _needed_nodes(nodes: list[Node], output: str, available: set[str], source: str) -> list[Node]:
@@ -305,12 +503,64 @@ def _cycle(unordered: set[int], waiting: list[set[int]], nodes: list[Node]) -> l
     return [nodes[index].name for index in loop + loop[:1]]
 
 
+# --- checks shared by the folders and the converters ------------------------------------
+def check_axis(node: Node, axis: int, rank: int, what: str = "axis", *, end_allowed: bool = False) -> int:
+    """``axis`` as an index from 0, after checking it lies in ``[-rank, rank - 1]`` (``[-rank, rank]``
+    when ``end_allowed``, Flatten's rule); a negative axis counts from the end.
+
+    Rule: any other axis is a FileFormatError naming the node, the axis and the
+    rank (NumPy would wrap it or fail).
+
+    >>> check_axis(Node("n", "Softmax", "", ("x",), ("y",)), -1, 4)
+    3
+    """
+    top = rank if end_allowed else rank - 1
+    if not -rank <= axis <= top:
+        raise FileFormatError(f"{node.label}: {what} {axis} is out of range for a rank-{rank} tensor; ONNX "
+                              f"allows {-rank} to {top}.")
+    return axis + rank if axis < 0 else axis
+
+
+def check_axes(node: Node, axes: Iterable[int], rank: int, what: str = "axes") -> list[int]:
+    """Every entry of ``axes`` through :func:`check_axis`; an axis named twice is a FileFormatError."""
+    listed = list(axes)
+    normalized = [check_axis(node, axis, rank, f"{what} {listed}: axis") for axis in listed]
+    if len(set(normalized)) != len(normalized):
+        raise FileFormatError(f"{node.label}: {what} {listed} name an axis twice (rank {rank}).")
+    return normalized
+
+
+def check_permutation(node: Node, perm: Sequence[int], rank: int) -> tuple[int, ...]:
+    """``perm`` as a tuple after checking it is a permutation of ``0 .. rank - 1``, else a FileFormatError."""
+    if sorted(perm) != list(range(rank)):
+        raise FileFormatError(f"{node.label}: perm {list(perm)} is not a permutation of the axes 0 to "
+                              f"{rank - 1} of its rank-{rank} input.")
+    return tuple(perm)
+
+
+def int_list(node: Node, array: Any, what: str) -> list[int]:
+    """A constant operand ONNX defines as a 1-D integer tensor (a shape, axes, pads, starts ...) as Python ints.
+
+    Rule: a float or higher-rank tensor is a FileFormatError naming the node and
+    the operand; more than :data:`MAX_LIST_ENTRIES` entries a DeclaredSizeError.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "iu" or array.ndim > 1:
+        raise FileFormatError(f"{node.label}: {what} is a {array.dtype} tensor of shape {array.shape}; ONNX "
+                              "defines it as a 1-D integer tensor.")
+    if array.size > MAX_LIST_ENTRIES:
+        raise DeclaredSizeError(f"{node.label}: {what} holds {array.size} entries; refcam reads at most "
+                                f"{MAX_LIST_ENTRIES}.")
+    return [int(v) for v in array.reshape(-1)]
+
+
 # --- the conversion in progress ---------------------------------------------------------
 class ImportState:
     """Constants, values and refcam layers built so far, and the nodes fused into earlier layers."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> None:
         self.graph = graph
+        self.max_tensor_bytes = max_tensor_bytes
         self.constants: dict[str, np.ndarray] = dict(graph.initializers)
         self.values: dict[str, Value] = {}
         self.layers: list[Any] = []
@@ -342,6 +592,19 @@ class ImportState:
                 "Constant node), but the network computes it; refcam imports this operation with "
                 "constant weights only.")
         return self.constants[tensor]
+
+    def scalar(self, node: Node, index: int, default: float) -> float:
+        """Optional constant input ``index`` holding one number, as a float (``default`` when omitted or empty).
+
+        Rule: a constant of more than one element is a FileFormatError (ONNX defines a scalar).
+        """
+        array = self.constant(node, index, optional=True)
+        if array is None or array.size == 0:
+            return default
+        if array.size != 1:
+            raise FileFormatError(f"{node.label}: input #{index} ({node.inputs[index]!r}) has shape {array.shape}; "
+                                  "ONNX defines it as a single number.")
+        return float(array.reshape(-1)[0])
 
     def value(self, node: Node, index: int, *, plain: bool = True,
               pending_padding_ok: bool = False) -> Value:
@@ -383,13 +646,16 @@ class ImportState:
 
         ``layout_from``: an element-wise layer keeps that input's ONNX layout
         (transposed or squeezed) for its output. The layer's own validation
-        errors are re-raised as FileFormatError naming the node.
+        errors are re-raised as FileFormatError naming the node (DeclaredSizeError
+        for a layer over refcam's size limits).
         """
         try:
             layer = cls(name=node.name, inputs=tuple(value.layer for value in sources), **properties)
             shape = tuple(layer.output_shape(*(value.shape for value in sources)))
         except (LayerConfigError, LayerShapeError) as err:
             raise FileFormatError(f"{node.label}: {err}") from err
+        except SizeLimitError as err:
+            raise DeclaredSizeError(f"{node.label}: {err}") from err
         self.layers.append(layer)
         value = Value(layer.name, shape) if layout_from is None else replace(
             layout_from, layer=layer.name, shape=shape)

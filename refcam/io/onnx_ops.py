@@ -56,7 +56,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedOperationError, WeightShapeError
+from ..errors import FileFormatError, UnsupportedOperationError, WeightShapeError
 from ..layers import (AVERAGE_POOLING_BY_RANK, CONVOLUTION_BY_RANK, GLOBAL_AVERAGE_POOLING_BY_RANK,
                       GLOBAL_MAX_POOLING_BY_RANK, MAX_POOLING_BY_RANK)
 from ..layers.activation import ClippedReLULayer, LeakyReLULayer, ReLULayer, SoftmaxLayer
@@ -66,8 +66,10 @@ from ..layers.convolution import GroupedConvolution2dLayer
 from ..layers.extra import PaddingLayer, ScalingLayer, SigmoidLayer, TanhLayer
 from ..layers.linear import DropoutLayer, FlattenLayer, FullyConnectedLayer
 from ..layers.normalization import BatchNormalizationLayer, LayerNormalizationLayer
-from .onnx_fold import reshape_target
-from .onnx_graph import FLOAT_ELEMENT_TYPES, ImportState, Node, Value
+from .onnx_fold import reshape_request, reshape_target
+from .onnx_graph import (FLOAT_ELEMENT_TYPES, REQUIRED, ImportState, Node, Value, check_axes, check_axis, check_permutation,
+                         int_list)
+from .safe import check_finite
 
 Converter = Callable[[ImportState, Node], None]
 
@@ -79,9 +81,13 @@ def convert_conv(state: ImportState, node: Node) -> None:
     weight = state.constant(node, 1)
     bias = state.constant(node, 2, optional=True)
     rank = len(x.shape) - 1
-    groups = int(node.attr("group", 1))
+    if rank not in CONVOLUTION_BY_RANK:
+        raise UnsupportedOperationError(f"{node.label}: {rank}-D convolution; refcam has 1-, 2- and 3-D.")
+    groups = node.attr("group", "int", 1)
+    if groups < 1:
+        raise FileFormatError(f"{node.label}: group {groups}; ONNX's group is a positive integer.")
     channels = x.shape[0]
-    kernel = tuple(int(k) for k in node.attr("kernel_shape", weight.shape[2:]))
+    kernel = tuple(node.attr("kernel_shape", "ints", weight.shape[2:]))
     if weight.ndim != rank + 2 or weight.shape[1] * groups != channels or weight.shape[2:] != kernel \
             or weight.shape[0] % groups:
         per_group = f"{channels} // {groups} = {channels // groups}" if groups > 1 else f"{channels}"
@@ -89,8 +95,6 @@ def convert_conv(state: ImportState, node: Node) -> None:
             f"{node.label}: weight {node.inputs[1]!r} has shape {weight.shape}; the input has {channels} "
             f"channels and kernel_shape is {list(kernel)}, so ONNX needs (F, {per_group}, "
             f"{', '.join(map(str, kernel))})" + (f" with F divisible by group={groups}." if groups > 1 else "."))
-    if rank not in CONVOLUTION_BY_RANK:
-        raise UnsupportedOperationError(f"{node.label}: {rank}-D convolution; refcam has 1-, 2- and 3-D.")
     filters = int(weight.shape[0])
     if bias is not None and bias.shape != (filters,):
         raise WeightShapeError(f"{node.label}: bias {node.inputs[2]!r} has shape {bias.shape}; "
@@ -101,7 +105,7 @@ def convert_conv(state: ImportState, node: Node) -> None:
     if x.pending_padding is not None:
         if isinstance(padding, str):
             raise UnsupportedOperationError(f"{node.label}: a Pad before a Conv with auto_pad "
-                                            f"{node.attr('auto_pad')!r} cannot be fused.")
+                                            f"{node.attr('auto_pad', 'string')!r} cannot be fused.")
         padding = tuple(a + b for a, b in zip(padding, x.pending_padding))
     cls = GroupedConvolution2dLayer if rank == 2 and groups > 1 else CONVOLUTION_BY_RANK[rank]
     state.add(node, cls, [x], filter_size=kernel, num_filters=filters, stride=stride,
@@ -112,21 +116,21 @@ def convert_conv(state: ImportState, node: Node) -> None:
 def convert_pad(state: ImportState, node: Node) -> None:
     """Pad (constant mode) -> fused into the next Conv when it pads with zeros, else PaddingLayer."""
     x = state.value(node, 0)
-    mode = node.attr("mode", "constant")
+    mode = node.attr("mode", "string", "constant")
     if mode != "constant":
         raise UnsupportedOperationError(f"{node.label}: Pad mode {mode!r}; refcam imports constant padding only.")
     rank = x.onnx_rank
     if state.opset < 11:
-        pads, fill = list(node.attr("pads")), float(node.attr("value", 0.0))
+        pads, fill = list(node.attr("pads", "ints")), node.attr("value", "float", 0.0)
     else:
-        pads = [int(p) for p in state.constant(node, 1)]
-        fill_array = state.constant(node, 2, optional=True)
-        fill = 0.0 if fill_array is None or fill_array.size == 0 else float(fill_array.reshape(-1)[0])
+        pads = int_list(node, state.constant(node, 1), "input #1 (pads)")
+        fill = state.scalar(node, 2, 0.0)
         axes = state.constant(node, 3, optional=True)
         if axes is not None:
-            pads = _pads_on_all_axes(pads, [int(a) % rank for a in axes], rank)
+            pads = _pads_on_all_axes(node, pads, check_axes(node, int_list(node, axes, "input #3 (axes)"), rank),
+                                     rank)
     if len(pads) != 2 * rank:
-        raise UnsupportedOperationError(f"{node.label}: pads {pads} should hold {2 * rank} numbers.")
+        raise FileFormatError(f"{node.label}: pads {pads} should hold {2 * rank} numbers (2 per axis).")
     begins, ends = pads[:rank], pads[rank:]
     if any(begins[:2]) or any(ends[:2]) or min(pads) < 0:
         raise UnsupportedOperationError(
@@ -136,14 +140,18 @@ def convert_pad(state: ImportState, node: Node) -> None:
     consumer = state.sole_consumer(node.outputs[0])
     fusable = (fill == 0.0 and consumer is not None and consumer.op_type == "Conv"
                and consumer.inputs[0] == node.outputs[0]
-               and consumer.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+               and consumer.attr("auto_pad", "string", "NOTSET") in ("NOTSET", "VALID"))
     if fusable:
         state.alias(node, Value(x.layer, x.shape, pending_padding=padding))
         return
     state.add(node, PaddingLayer, [x], padding=padding, value=fill)
 
 
-def _pads_on_all_axes(pads: list[int], axes: list[int], rank: int) -> list[int]:
+def _pads_on_all_axes(node: Node, pads: list[int], axes: list[int], rank: int) -> list[int]:
+    """Pad's ``pads`` for the given ``axes`` (begins, then ends) spread over all ``rank`` axes."""
+    if len(pads) != 2 * len(axes):
+        raise FileFormatError(f"{node.label}: pads {pads} should hold {2 * len(axes)} numbers (2 per axis of "
+                              f"axes {axes}).")
     full = [0] * (2 * rank)
     for i, axis in enumerate(axes):
         full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
@@ -154,13 +162,9 @@ def window_padding(node: Node, spatial: Sequence[int | None], kernel: Sequence[i
                    stride: Sequence[int], dilation: Sequence[int]) -> str | tuple[int, ...]:
     """``"same"`` or internal ``(begins..., ends...)`` from ``auto_pad`` and ``pads`` (module docstring)."""
     rank = len(kernel)
-    auto_pad = node.attr("auto_pad", "NOTSET")
+    auto_pad = node.attr("auto_pad", "string", "NOTSET")
     if auto_pad == "NOTSET":
-        pads = tuple(int(p) for p in node.attr("pads", [0] * (2 * rank)))
-        if len(pads) != 2 * rank or min(pads) < 0:
-            raise UnsupportedOperationError(f"{node.label}: pads {list(pads)} should be {2 * rank} "
-                                            "non-negative numbers.")
-        return pads
+        return _ints(node, "pads", 2 * rank, 0, minimum=0)
     if auto_pad == "VALID":
         return (0,) * (2 * rank)
     if auto_pad == "SAME_UPPER":
@@ -192,7 +196,7 @@ def convert_max_pool(state: ImportState, node: Node) -> None:
 def convert_average_pool(state: ImportState, node: Node) -> None:
     """AveragePool -> AveragePooling{1,2,3}dLayer (count_include_pad 0 -> PaddingValue "mean")."""
     x, kernel, stride, padding, ceil_extended = _pool_geometry(state, node)
-    include_pad = bool(node.attr("count_include_pad", 0))
+    include_pad = bool(node.attr("count_include_pad", "int", 0))
     if include_pad and ceil_extended:
         raise UnsupportedOperationError(
             f"{node.label}: ceil_mode with count_include_pad=1 makes windows that run past the padded "
@@ -207,17 +211,19 @@ def _pool_geometry(state: ImportState, node: Node) -> tuple[Value, tuple, tuple,
     ceil mode added cells."""
     x = state.value(node, 0)
     rank = len(x.shape) - 1
-    kernel = tuple(int(k) for k in node.attr("kernel_shape", ()))
-    if len(kernel) != rank or rank not in MAX_POOLING_BY_RANK:
-        raise UnsupportedOperationError(f"{node.label}: kernel_shape {list(kernel)} on an input with "
-                                        f"{rank} spatial axes; refcam pools 1-, 2- and 3-D inputs.")
+    if rank not in MAX_POOLING_BY_RANK:
+        raise UnsupportedOperationError(f"{node.label}: pooling of an input with {rank} spatial axes; refcam "
+                                        "pools 1-, 2- and 3-D inputs.")
+    kernel = tuple(node.attr("kernel_shape", "ints"))
+    if len(kernel) != rank:
+        raise FileFormatError(f"{node.label}: kernel_shape {list(kernel)} on an input with {rank} spatial axes.")
     stride = _ints(node, "strides", rank, 1)
     if any(d != 1 for d in _ints(node, "dilations", rank, 1)):
         raise UnsupportedOperationError(f"{node.label}: dilated pooling is not supported.")
     padding = window_padding(node, x.shape[1:], kernel, stride, (1,) * rank)
     if isinstance(padding, str):
         return x, kernel, stride, padding, False   # 'same' windows tile the padded input exactly
-    extended = _with_ceil_extra(node, padding, x.shape[1:], kernel, stride) if node.attr("ceil_mode", 0) \
+    extended = _with_ceil_extra(node, padding, x.shape[1:], kernel, stride) if node.attr("ceil_mode", "int", 0) \
         else padding
     return x, kernel, stride, matlab_padding_from_internal(extended), extended != padding
 
@@ -258,17 +264,17 @@ def convert_reduce(state: ImportState, node: Node) -> None:
     rank = x.onnx_rank
     if state.opset >= 18:
         axes_array = state.constant(node, 1, optional=True)
-        axes = [] if axes_array is None else [int(a) for a in axes_array.reshape(-1)]
+        axes = [] if axes_array is None else int_list(node, axes_array, "input #1 (axes)")
     else:
-        axes = list(node.attr("axes", []))
+        axes = list(node.attr("axes", "ints", []))
     spatial = list(range(2, rank))
-    if sorted(a % rank for a in axes) != spatial or not spatial:
+    if sorted(check_axes(node, axes, rank)) != spatial or not spatial:
         raise UnsupportedOperationError(
             f"{node.label}: reduces axes {axes or 'all'} of a rank-{rank} tensor; refcam imports "
             f"{node.op_type} only over exactly the spatial axes {spatial} (global pooling).")
     table = GLOBAL_AVERAGE_POOLING_BY_RANK if node.op_type == "ReduceMean" else GLOBAL_MAX_POOLING_BY_RANK
     value = state.add(node, table[rank - 2], [x])
-    if not node.attr("keepdims", 1):
+    if not node.attr("keepdims", "int", 1):
         state.alias(node, Value(value.layer, value.shape, squeezed=True))
 
 
@@ -277,7 +283,7 @@ def convert_activation(state: ImportState, node: Node) -> None:
     """Relu, LeakyRelu, Sigmoid, Tanh -> the element-wise layer (any layout)."""
     x = state.value(node, 0, plain=False)
     if node.op_type == "LeakyRelu":
-        state.add(node, LeakyReLULayer, [x], layout_from=x, scale=float(node.attr("alpha", 0.01)))
+        state.add(node, LeakyReLULayer, [x], layout_from=x, scale=node.attr("alpha", "float", 0.01))
         return
     cls = {"Relu": ReLULayer, "Sigmoid": SigmoidLayer, "Tanh": TanhLayer}[node.op_type]
     state.add(node, cls, [x], layout_from=x)
@@ -287,10 +293,9 @@ def convert_clip(state: ImportState, node: Node) -> None:
     """Clip(min=0, max) -> ClippedReLULayer(max); Clip(min=0) -> ReLULayer."""
     x = state.value(node, 0, plain=False)
     if state.opset < 11:
-        low, high = float(node.attr("min", -math.inf)), float(node.attr("max", math.inf))
+        low, high = node.attr("min", "float", -math.inf), node.attr("max", "float", math.inf)
     else:
-        low, high = (_scalar(state.constant(node, i, optional=True), default)
-                     for i, default in ((1, -math.inf), (2, math.inf)))
+        low, high = state.scalar(node, 1, -math.inf), state.scalar(node, 2, math.inf)
     if low != 0.0:
         raise UnsupportedOperationError(
             f"{node.label}: Clip to [{low}, {high}]; refcam imports Clip with min 0 only (ReLU, ReLU6 "
@@ -305,7 +310,7 @@ def convert_softmax(state: ImportState, node: Node) -> None:
     """Softmax over the channel axis -> SoftmaxLayer."""
     x = state.value(node, 0, plain=False)
     rank = x.onnx_rank
-    axis = int(node.attr("axis", 1 if state.opset < 13 else -1)) % rank
+    axis = check_axis(node, node.attr("axis", "int", 1 if state.opset < 13 else -1), rank)
     coerced_2d = state.opset < 13 and rank > 2
     if coerced_2d or axis == 0 or (not x.squeezed and x.perm[axis - 1] != 0):
         raise UnsupportedOperationError(
@@ -317,21 +322,21 @@ def convert_softmax(state: ImportState, node: Node) -> None:
 def convert_batch_norm(state: ImportState, node: Node) -> None:
     """BatchNormalization (inference) -> BatchNormalizationLayer."""
     x = state.value(node, 0)
-    if node.attr("training_mode", 0) or not node.attr("spatial", 1):
+    if node.attr("training_mode", "int", 0) or not node.attr("spatial", "int", 1):
         raise UnsupportedOperationError(f"{node.label}: training mode or per-element (spatial=0) batch "
                                         "normalisation is not supported.")
     state.check_unused_outputs(node)
     scale, offset, mean, variance = (state.constant(node, i) for i in range(1, 5))
     _check_channel_vectors(node, x.shape[0], scale=scale, B=offset, mean=mean, var=variance)
     state.add(node, BatchNormalizationLayer, [x], trained_mean=mean, trained_variance=variance, scale=scale,
-              offset=offset, epsilon=float(node.attr("epsilon", 1e-5)), num_channels=x.shape[0])
+              offset=offset, epsilon=node.attr("epsilon", "float", 1e-5), num_channels=x.shape[0])
 
 
 def convert_layer_norm(state: ImportState, node: Node) -> None:
     """LayerNormalization over the channel axis alone -> LayerNormalizationLayer("channel-only")."""
     x = state.value(node, 0, plain=False)
     rank = x.onnx_rank
-    axis = int(node.attr("axis", -1)) % rank
+    axis = check_axis(node, node.attr("axis", "int", -1), rank)
     normalized = [a - 1 for a in range(max(axis, 1), rank)]     # per-observation ONNX axes
     refcam_axes = {0} if x.squeezed and normalized == [0] else {x.perm[a] for a in normalized}
     if axis == 0 or refcam_axes != {0}:
@@ -347,7 +352,7 @@ def convert_layer_norm(state: ImportState, node: Node) -> None:
     _check_channel_vectors(node, channels, Scale=scale, B=offset)
     state.add(node, LayerNormalizationLayer, [x], layout_from=x, operation_dimension="channel-only",
               scale=scale.reshape(channels), offset=offset.reshape(channels),
-              epsilon=float(node.attr("epsilon", 1e-5)), num_channels=channels)
+              epsilon=node.attr("epsilon", "float", 1e-5), num_channels=channels)
 
 
 def _check_channel_vectors(node: Node, channels: int, **vectors: np.ndarray) -> None:
@@ -361,9 +366,10 @@ def _check_channel_vectors(node: Node, channels: int, **vectors: np.ndarray) -> 
 def convert_flatten(state: ImportState, node: Node) -> None:
     """Flatten(axis=1) -> FlattenLayer in the order the pending transpose gives."""
     x = state.value(node, 0, plain=False)
-    if int(node.attr("axis", 1)) % x.onnx_rank != 1:
-        raise UnsupportedOperationError(f"{node.label}: Flatten with axis {node.attr('axis')}; refcam "
-                                        "flattens everything but the batch axis (axis 1).")
+    axis = node.attr("axis", "int", 1)
+    if check_axis(node, axis, x.onnx_rank, end_allowed=True) != 1:
+        raise UnsupportedOperationError(f"{node.label}: Flatten with axis {axis}; refcam flattens everything "
+                                        "but the batch axis (axis 1).")
     _flatten(state, node, x)
 
 
@@ -371,11 +377,11 @@ def convert_reshape(state: ImportState, node: Node) -> None:
     """Reshape used as a flatten to (batch, features), or one that changes nothing."""
     x = state.value(node, 0, plain=False)
     full = (1, *x.onnx_shape)
-    target = [int(t) for t in state.constant(node, 1).reshape(-1)]
+    target = reshape_request(node, state.constant(node, 1) if state.opset >= 5 else None, state.opset)
     if any(n is None for n in full):
         raise UnsupportedOperationError(f"{node.label}: Reshape of a tensor with a dynamic axis "
                                         f"(shape {full}) to {target}.")
-    resolved = reshape_target(full, target, node.attr("allowzero", 0))
+    resolved = reshape_target(node, full, target)
     if resolved == full:
         state.alias(node, x)
     elif len(resolved) == 2 and resolved[0] == 1:
@@ -412,8 +418,8 @@ def _flatten_order(node: Node, perm: tuple[int, ...]) -> str:
 def convert_transpose(state: ImportState, node: Node) -> None:
     """Transpose keeping the batch axis first: no layer, the layout is remembered on the Value."""
     x = state.value(node, 0, plain=False)
-    perm = tuple(int(p) for p in node.attr("perm", range(x.onnx_rank - 1, -1, -1)))
-    if x.squeezed or perm[0] != 0 or sorted(perm) != list(range(x.onnx_rank)):
+    perm = check_permutation(node, node.attr("perm", "ints", list(range(x.onnx_rank - 1, -1, -1))), x.onnx_rank)
+    if x.squeezed or perm[0] != 0:
         raise UnsupportedOperationError(
             f"{node.label}: Transpose {list(perm)} of a tensor with per-observation shape {x.onnx_shape} "
             "moves the batch axis or a squeezed tensor; refcam imports transposes that keep the batch "
@@ -423,9 +429,9 @@ def convert_transpose(state: ImportState, node: Node) -> None:
 
 def convert_identity(state: ImportState, node: Node) -> None:
     """Identity, and Cast between float types: the input tensor itself."""
-    if node.op_type == "Cast" and node.attr("to") not in FLOAT_ELEMENT_TYPES:
+    if node.op_type == "Cast" and node.attr("to", "int") not in FLOAT_ELEMENT_TYPES:
         raise UnsupportedOperationError(f"{node.label}: Cast of a network tensor to a non-float type "
-                                        f"({node.attr('to')}).")
+                                        f"({node.attr('to', 'int')}).")
     state.alias(node, state.value(node, 0, plain=False))
 
 
@@ -434,10 +440,10 @@ def convert_dropout(state: ImportState, node: Node) -> None:
     x = state.value(node, 0, plain=False)
     state.check_unused_outputs(node)
     if state.opset < 12:
-        ratio = float(node.attr("ratio", 0.5))
+        ratio = node.attr("ratio", "float", 0.5)
     else:
-        ratio = _scalar(state.constant(node, 1, optional=True), 0.5)
-        if _scalar(state.constant(node, 2, optional=True), 0.0):
+        ratio = state.scalar(node, 1, 0.5)
+        if state.scalar(node, 2, 0.0):
             raise UnsupportedOperationError(f"{node.label}: Dropout in training mode.")
     state.add(node, DropoutLayer, [x], layout_from=x, probability=ratio)
 
@@ -446,13 +452,18 @@ def convert_dropout(state: ImportState, node: Node) -> None:
 def convert_gemm(state: ImportState, node: Node) -> None:
     """Gemm -> FullyConnectedLayer with weights ``alpha * op(B)`` (Out, In), bias ``beta * C``."""
     x = state.value(node, 0, plain=False)
-    if node.attr("transA", 0) or len(x.onnx_shape) != 1:
+    if node.attr("transA", "int", 0) or len(x.onnx_shape) != 1:
         raise UnsupportedOperationError(f"{node.label}: Gemm with transA=1 or a rank-{x.onnx_rank} "
                                         "input; refcam imports Gemm on (batch, features).")
     b = state.constant(node, 1)
-    weights = float(node.attr("alpha", 1.0)) * (b if node.attr("transB", 0) else b.T)
+    if b.ndim != 2:
+        raise WeightShapeError(f"{node.label}: B {node.inputs[1]!r} has shape {b.shape}; Gemm's B is a matrix.")
+    weights = node.attr("alpha", "float", 1.0) * (b if node.attr("transB", "int", 0) else b.T)
     c = state.constant(node, 2, optional=True)
-    bias = None if c is None else float(node.attr("beta", 1.0)) * _bias_vector(node, c, weights.shape[0])
+    bias = None if c is None else node.attr("beta", "float", 1.0) * _bias_vector(node, c, weights.shape[0])
+    check_finite(weights, "alpha * B", node.label)
+    if bias is not None:
+        check_finite(bias, "beta * C", node.label)
     _fully_connected(state, node, x, weights, bias)
 
 
@@ -466,7 +477,7 @@ def convert_matmul(state: ImportState, node: Node) -> None:
             "imports MatMul of (batch, features) by a (features, outputs) matrix.")
     output, bias = node.outputs[0], None
     add = state.sole_consumer(output)
-    if add is not None and add.op_type == "Add":
+    if add is not None and add.op_type == "Add" and len(add.inputs) == 2:
         other = add.inputs[1] if add.inputs[0] == output else add.inputs[0]
         if state.is_constant(other):
             bias = _bias_vector(add, state.constants[other], b.shape[1])
@@ -496,9 +507,12 @@ def _bias_vector(node: Node, c: np.ndarray, outputs: int) -> np.ndarray:
 def convert_concat(state: ImportState, node: Node) -> None:
     """Concat of network tensors along the channel axis -> DepthConcatenationLayer."""
     sources = [state.value(node, i) for i in range(len(node.inputs))]
+    if not sources:
+        raise FileFormatError(f"{node.label} has no inputs; Concat needs at least one.")
     rank = sources[0].onnx_rank
-    if int(node.attr("axis")) % rank != 1:
-        raise UnsupportedOperationError(f"{node.label}: Concat along axis {node.attr('axis')}; refcam "
+    axis = node.attr("axis", "int", 1 if state.opset < 4 else REQUIRED)
+    if check_axis(node, axis, rank) != 1:
+        raise UnsupportedOperationError(f"{node.label}: Concat along axis {axis}; refcam "
                                         "concatenates along the channel axis (1) only.")
     state.add(node, DepthConcatenationLayer, sources, num_inputs=len(sources))
 
@@ -506,6 +520,8 @@ def convert_concat(state: ImportState, node: Node) -> None:
 def convert_sum(state: ImportState, node: Node) -> None:
     """Sum of network tensors -> AdditionLayer (one input: the tensor itself)."""
     sources = [state.value(node, i, plain=False) for i in range(len(node.inputs))]
+    if not sources:
+        raise FileFormatError(f"{node.label} has no inputs; Sum needs at least one.")
     _add_tensors(state, node, sources)
 
 
@@ -520,7 +536,9 @@ def _add_tensors(state: ImportState, node: Node, sources: list[Value]) -> None:
 
 def convert_arithmetic(state: ImportState, node: Node) -> None:
     """Add of two tensors -> AdditionLayer; Add/Sub/Mul/Div with one constant -> ScalingLayer."""
-    a, b = node.inputs[0], node.inputs[1]
+    if len(node.inputs) != 2:
+        raise FileFormatError(f"{node.label} has {len(node.inputs)} inputs; {node.op_type} has two.")
+    a, b = node.inputs
     if node.op_type == "Add" and not state.is_constant(a) and not state.is_constant(b):
         _add_tensors(state, node, [state.value(node, 0, plain=False), state.value(node, 1, plain=False)])
         return
@@ -541,7 +559,9 @@ def convert_arithmetic(state: ImportState, node: Node) -> None:
     elif constant_first:
         raise UnsupportedOperationError(f"{node.label}: division of a constant by a network tensor.")
     else:
-        scale, offset = 1.0 / c, zero
+        with np.errstate(divide="ignore", over="ignore"):
+            scale, offset = 1.0 / c, zero
+        check_finite(scale, f"1 / the divisor {b!r} (0 or too close to it)", node.label)
     state.add(node, ScalingLayer, [x], layout_from=x, scale=scale, offset=offset)
 
 
@@ -570,17 +590,19 @@ def scaling_array(node: Node, x: Value, c: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(observation.transpose(np.argsort(x.perm)))
 
 
-def _ints(node: Node, key: str, rank: int, default: int) -> tuple[int, ...]:
-    values = tuple(int(v) for v in node.attr(key, [default] * rank))
-    if len(values) != rank:
-        raise UnsupportedOperationError(f"{node.label}: {key} {list(values)} should hold {rank} numbers.")
+def _ints(node: Node, key: str, count: int, default: int, minimum: int = 1) -> tuple[int, ...]:
+    """The ints attribute ``key`` (``default`` repeated when absent): ``count`` entries, each ``>= minimum``.
+
+    Rule: strides, dilations and kernel sizes are at least 1, pads at least 0;
+    a wrong count or a smaller entry is a FileFormatError (a stride of 0 would
+    divide by zero). Upper bounds are the layers' (LayerConfigError).
+    """
+    values = tuple(node.attr(key, "ints", [default] * count))
+    if len(values) != count:
+        raise FileFormatError(f"{node.label}: {key} {list(values)} should hold {count} numbers.")
+    if any(v < minimum for v in values):
+        raise FileFormatError(f"{node.label}: {key} {list(values)} must be integers of at least {minimum}.")
     return values
-
-
-def _scalar(array: np.ndarray | None, default: float) -> float:
-    if array is None or array.size == 0:
-        return default
-    return float(array.reshape(-1)[0])
 
 
 CONVERTERS: dict[str, Converter] = {
