@@ -338,7 +338,7 @@ def test_graph_errors_in_the_config(tmp_path):
 def test_not_hdf5_and_missing_files(tmp_path):
     text = tmp_path / "model.h5"
     text.write_text("not a model")
-    with pytest.raises(FileFormatError, match="HDF5 cannot open"):
+    with pytest.raises(FileFormatError, match="HDF5 could not open"):
         load_keras_h5(text)
     with pytest.raises(FileNotFoundError):
         load_keras_h5(tmp_path / "absent.h5")
