@@ -1,6 +1,7 @@
 """refcam.golden: golden-output files (X1) round trip bit for bit; malformed files give specific errors."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import h5py
@@ -219,13 +220,39 @@ MALFORMED = {
                       FileFormatError, "ExternalLink"),
     "group instead of dataset": (lambda f: (f.__delitem__("map"), f.create_group("map")), FileFormatError,
                                  "not a Dataset"),
+    # issue 11: goldens that do not fit their network
+    "label 99": (replace_dataset("labels", np.array([0, 99])), GoldenShapeError, "outside 0..2"),
+    "label -5": (replace_dataset("labels", np.array([-5, 2])), GoldenShapeError, "/labels holds [-5]"),
+    "empty map": (replace_dataset("map", np.zeros((0, 13))), GoldenShapeError, "/map has shape (0, 13)"),
+    "raw map extra axis": (replace_dataset("raw_map", np.zeros((4, 4, 2, 1))), GoldenShapeError,
+                           "expected (4, 4, 2) = map_axes at S"),
+    "map axes XYZ": (set_attribute("map_axes", "XYZ"), GoldenShapeError, "map_axes is 'XYZ'"),
+    "feature layer not the activations'": (set_attribute("feature_layer", "gap"), GoldenShapeError,
+                                           "/activations has shape (1, 5, 4, 4), expected (1, 5, 1, 1)"),
+    "feature layer without spatial axes": (set_attribute("feature_layer", "fc"), GoldenShapeError,
+                                           "no spatial or time axis"),
+    "input internal wrong size": (replace_dataset("input_internal", np.zeros((1, 3, 9, 9))), GoldenShapeError,
+                                  "/input_internal has shape (1, 3, 9, 9)"),
+    "input wrong size": (replace_dataset("input", np.zeros((8, 8, 4))), GoldenShapeError, "same input"),
+    "options format junk": (lambda f: f.attrs.__setitem__("options", f.attrs["options"].replace(
+        '"format": "SSC"', '"format": "XYZ"')), GoldenShapeError, "options['format']"),
+    "options convention differs": (lambda f: f.attrs.__setitem__("options", f.attrs["options"].replace(
+        '"convention": "matlab"', '"convention": "captum"')), FileFormatError, "record the same call"),
+    "soft link at the root": (lambda f: (f.__delitem__("map"), f.__setitem__("map", h5py.SoftLink("/raw_map"))),
+                              FileFormatError, "SoftLink"),
+    "huge map never written": (lambda f: (f.__delitem__("map"), f.create_dataset("map", shape=(10 ** 8,), dtype="f8",
+                                                                                 chunks=(1024,))),
+                               FileFormatError, "never written"),
+    "huge map over the budget": (lambda f: (f.__delitem__("map"), f.create_dataset("map", shape=(10 ** 12,), dtype="f8",
+                                                                                   chunks=(1024,))),
+                                 FileFormatError, "max_tensor_bytes"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_files_raise_specific_errors(case, good_file, tmp_path):
     change, error, message = MALFORMED[case]
-    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+    with pytest.raises(error, match=re.escape(message)):
         golden.read(mutated(good_file, tmp_path, change))
 
 

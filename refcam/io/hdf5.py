@@ -540,11 +540,6 @@ def _declared_layer_weights(group: h5py.Group, layer_name: str, cls: type["Layer
     return {name: found[name] for name in valid if name in found}
 
 
-def hard_link_target(group: h5py.Group, member: str, where: str, expected: type, source: str) -> Any:
-    """The object ``member`` of ``group`` through :func:`refcam.io.safe.hdf5_object` (every component a hard link)."""
-    return safe.hdf5_object(group, member, expected, source)
-
-
 def _stand_ins(datasets: dict[str, dict[str, h5py.Dataset]]) -> dict[str, dict[str, np.ndarray]]:
     """Zero-cost arrays of each dataset's declared shape and dtype (read-only broadcast views of one zero)."""
     return {layer: {param: np.broadcast_to(np.zeros((), dataset.dtype.newbyteorder("=")), dataset.shape)
