@@ -236,6 +236,11 @@ class Layout:
         """
         spatial = tuple(int(n) for n in spatial)
         found = tuple(int(n) for n in mask.shape)
+        if not spatial:
+            raise InputError(
+                f"a mask selects positions of the reduction layer's output, but that output has no spatial or "
+                f"time axes (one value per class), so there is nothing to mask (the mask has shape {found}). "
+                "Leave mask= out, or choose a reduction_layer with spatial axes (a segmentation output).")
         if len(spatial) == 1 and found == (1, *spatial):
             return mask.reshape(spatial)
         if found != spatial:

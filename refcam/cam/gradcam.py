@@ -28,7 +28,8 @@ import numpy as np
 
 from ..autodiff import Tensor, grad, graph_nodes
 from ..backend import get_xp, resolve_device, resolve_dtype, to_device, to_numpy
-from ..errors import AllGradientsZeroError, GradCAMError, LabelError, ReductionError
+from ..errors import (AllGradientsZeroError, GradCAMError, LabelError, NonFiniteScoreError, ReductionError,
+                      RefcamError)
 from ..layout import to_internal
 from ..network import Network
 from .resize import resize_map
@@ -129,6 +130,9 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
     if (label is None) == (reduction is None):
         raise GradCAMError("give exactly one of label= (classification, segmentation) and reduction= "
                            "(any scalar score, e.g. regression).")
+    if reduction is not None and not callable(reduction):
+        raise ReductionError(f"reduction must be a function y -> scalar Tensor, not {type(reduction).__name__} "
+                             f"{reduction!r}; for a class score pass label= instead.")
     on = resolve_device(device)
     compute_dtype = resolve_dtype(dtype)
     x_internal, layout = to_internal(to_device(x, on), net.input_layer, format=format, dtype=compute_dtype)
@@ -145,10 +149,12 @@ def gradcam(net: Network, x: Any, label: Any = None, *, reduction: Callable[[Ten
             f"feature layer {feature_name!r} (it is not downstream of it), so the score cannot change "
             "with the feature map. Choose a feature layer upstream of the reduction layer.")
 
+    _check_has_map_axes(shapes[feature_name], feature_name)
     stacked = label is not None and is_label_sequence(label)
     scores, label_indices = _score_functions(net, reduced, label, reduction, mask, layout)
     xp = get_xp(activations.data)
     evaluated = [score.evaluate(reduced) for score in scores]
+    _check_scores_finite(xp, [per_observation for _, per_observation in evaluated], reduction is not None)
     score_tensors = [total for total, _ in evaluated]
     gradients = xp.stack([grad(s, [activations])[0] for s in score_tensors])               # (K, B, C, *S)
     score_values = xp.stack([per_observation for _, per_observation in evaluated])          # (K, B)
@@ -270,7 +276,14 @@ class ReductionScore:
         return total, y.xp.stack([term.data for term in terms])
 
     def _term(self, observation: Tensor) -> Tensor:
-        value = self.reduction(observation)
+        try:
+            value = self.reduction(observation)
+        except RefcamError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the user's code may raise anything; say where it came from
+            raise ReductionError(
+                f"the reduction function raised {type(err).__name__}: {err} (it was called with one observation "
+                f"of the reduction layer's output, a Tensor of shape {observation.shape}).") from err
         if not isinstance(value, Tensor):
             raise ReductionError(
                 f"the reduction function returned {type(value).__name__}, not a refcam Tensor; build the "
@@ -301,6 +314,27 @@ def _observation_view(y: Tensor, channels_first: bool) -> Tensor:
     if channels_first:
         return y
     return y.transpose(tuple(range(1, y.ndim)) + (0,))
+
+
+def _check_has_map_axes(feature_shape: tuple[int, ...], feature: str) -> None:
+    """A map needs the feature layer's output to have spatial or time axes: ``(C, *S)`` with ``S`` not empty."""
+    if len(feature_shape) < 2:
+        raise GradCAMError(
+            f"the feature layer {feature!r} outputs {feature_shape}: one value per channel, with no spatial or "
+            "time axis, so there is no map to compute. Choose a layer before the global pooling or the fully "
+            "connected layer (the default is the last layer with a spatial or time size above 1).")
+
+
+def _check_scores_finite(xp: Any, per_observation: list[Any], from_reduction: bool) -> None:
+    """NonFiniteScoreError when a score is NaN or Inf: its gradient, and so the map, would be meaningless."""
+    values = xp.stack(per_observation)                                           # (K, B)
+    bad = to_numpy(~xp.isfinite(values))
+    if bad.any():
+        k, b = map(int, np.argwhere(bad)[0])
+        source = "the reduction function returned" if from_reduction else "the class score is"
+        raise NonFiniteScoreError(
+            f"{source} {float(to_numpy(values[k, b]))} (label #{k}, observation #{b}); a Grad-CAM map needs a "
+            "finite score. Check the input for NaN/Inf, and the reduction (a log of 0, a division by 0).")
 
 
 def _check_gradients_not_all_zero(xp: Any, gradients: Any, feature: str, reduction: str) -> None:

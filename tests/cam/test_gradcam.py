@@ -8,7 +8,8 @@ import refcam
 from refcam.autodiff import Tensor
 from refcam.cam.gradcam import gradcam
 from refcam.errors import (AllGradientsZeroError, GradCAMError, InputDtypeError, LabelError,
-                           LayerNotFoundError, NonFiniteInputError, ReductionError)
+                           InputError, LayerNotFoundError, NonFiniteInputError, NonFiniteScoreError,
+                           ReductionError)
 from refcam.layout import to_internal
 from refcam.testing import TOLERANCES
 from tests.cam import nets
@@ -195,6 +196,37 @@ def test_non_scalar_reduction_is_an_error(classifier, image):
         gradcam(classifier, image, reduction=lambda y: y)
     with pytest.raises(ReductionError, match="Tensor"):
         gradcam(classifier, image, reduction=lambda y: 1.0)
+
+
+def test_reduction_must_be_callable(classifier, image):
+    with pytest.raises(ReductionError, match="must be a function"):
+        gradcam(classifier, image, reduction=5)
+
+
+def test_an_exception_inside_the_reduction_is_chained(classifier, image):
+    def broken(y):
+        return {}["missing"]
+
+    with pytest.raises(ReductionError, match="raised KeyError") as raised:
+        gradcam(classifier, image, reduction=broken)
+    assert isinstance(raised.value.__cause__, KeyError)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_reduction_score_is_an_error(classifier, image, value):
+    with pytest.raises(NonFiniteScoreError, match="finite score"):
+        gradcam(classifier, image, reduction=lambda y: y[0] * value)
+
+
+def test_a_feature_layer_without_spatial_axes_is_named(classifier, image):
+    with pytest.raises(GradCAMError, match="no spatial or time axis"):
+        gradcam(classifier, image, "cat", feature_layer="fc")
+
+
+def test_a_mask_on_an_output_without_spatial_axes_says_so(classifier, image):
+    with pytest.raises(InputError, match="no spatial or time axes") as raised:
+        gradcam(classifier, image, "cat", mask=np.ones((2, 2), bool), reduction_layer="fc")
+    assert "size  (" not in str(raised.value)
 
 
 @pytest.mark.parametrize("label, message", [("wolf", "not a class"), (3, "out of range"),
