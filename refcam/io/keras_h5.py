@@ -352,6 +352,8 @@ def parse_json(text: str, where: str, source: str) -> Any:
     """
     try:
         return json.loads(text, object_pairs_hook=functools.partial(_unique_keys, where=where, source=source))
+    except FileFormatError:        # a repeated key (_unique_keys): a ValueError, but already the message
+        raise
     except RecursionError as err:
         raise FileFormatError(f"{source}: {where} nests JSON arrays or objects too deeply to parse; "
                               "Keras configs are a few levels deep.") from err
