@@ -175,7 +175,7 @@ def test_a_folder_or_a_linked_file_is_a_refcam_error_not_an_internal_one(tmp_pat
         del f["weights/conv1"]
         f["weights/conv1"] = h5py.ExternalLink(E1, "/weights/conv1")
     code, out, err = run(capsys, "info", str(linked))
-    assert code == cli.EXIT_ERROR and "/weights/conv1 is a ExternalLink" in err
+    assert code == cli.EXIT_ERROR and "/weights/conv1 is an external link" in err
 
 
 def test_bad_usage_exits_with_2(capsys) -> None:

@@ -217,7 +217,7 @@ MALFORMED = {
     "unknown feature layer": (set_attribute("feature_layer", "conv_9"), FileFormatError, "not a layer"),
     "network weight missing": (delete("network/weights/fc/weights"), MissingDatasetError, "fc"),
     "external link": (lambda f: (f.__delitem__("map"), f.__setitem__("map", h5py.ExternalLink("x.h5", "/m"))),
-                      FileFormatError, "ExternalLink"),
+                      FileFormatError, "an external link"),
     "group instead of dataset": (lambda f: (f.__delitem__("map"), f.create_group("map")), FileFormatError,
                                  "not a Dataset"),
     # issue 11: goldens that do not fit their network
@@ -239,7 +239,7 @@ MALFORMED = {
     "options convention differs": (lambda f: f.attrs.__setitem__("options", f.attrs["options"].replace(
         '"convention": "matlab"', '"convention": "captum"')), FileFormatError, "record the same call"),
     "soft link at the root": (lambda f: (f.__delitem__("map"), f.__setitem__("map", h5py.SoftLink("/raw_map"))),
-                              FileFormatError, "SoftLink"),
+                              FileFormatError, "a soft link"),
     "huge map never written": (lambda f: (f.__delitem__("map"), f.create_dataset("map", shape=(10 ** 8,), dtype="f8",
                                                                                  chunks=(1024,))),
                                FileFormatError, "never written"),

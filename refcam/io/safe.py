@@ -141,7 +141,7 @@ def hdf5_object(root: h5py.Group, path: str, expected: type, source: str) -> Any
             raise FileFormatError(f"{source}: {walked} does not exist in the file.")
         if not isinstance(link, h5py.HardLink):
             raise ExternalReferenceError(
-                f"{source}: {walked} is a {type(link).__name__}; refcam follows only hard links to objects "
+                f"{source}: {walked} is {_link_kind(link)}; refcam follows only hard links to objects "
                 "stored in the file itself (no soft or external links anywhere along a path).")
         try:
             target = group[part]
@@ -154,6 +154,15 @@ def hdf5_object(root: h5py.Group, path: str, expected: type, source: str) -> Any
                                   f"{wanted.__name__}.")
         group = target
     return group
+
+
+def _link_kind(link: Any) -> str:
+    """How a non-hard HDF5 link reads in a message: its kind and where it points."""
+    if isinstance(link, h5py.SoftLink):
+        return f"a soft link (to {link.path!r})"
+    if isinstance(link, h5py.ExternalLink):
+        return f"an external link (to {link.path!r} in the file {link.filename!r})"
+    return f"a {type(link).__name__} (a user-defined HDF5 link)"
 
 
 def check_dataset(dataset: h5py.Dataset, where: str, source: str, *,
