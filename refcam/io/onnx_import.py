@@ -18,7 +18,12 @@ opened), then:
    ScalingLayers);
 3. walks the nodes: constants are folded (:mod:`refcam.io.onnx_fold`), every
    other node is converted (:mod:`refcam.io.onnx_ops`) into a refcam layer named
-   after the node, with the initializers as its weights (float64);
+   after the node, with the initializers as its weights (float64). A node in a
+   form refcam cannot represent (a Mul of two computed tensors, a Reshape that
+   is no flatten, ...) does not stop the walk: every such node is collected
+   (:func:`_convert_nodes`) and **one** UnsupportedOperationError lists them,
+   grouped by op type, then by reason, with counts and node names
+   (:func:`refusal_message`);
 4. builds the Network. For a sequence input of dynamic length the input layer's
    ``min_length`` is the shortest length every layer accepts (found by bisection);
    for a fixed length it is that length.
@@ -41,8 +46,11 @@ naming that node; a RefcamError passes through unchanged.
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import Any
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 from ..errors import (FileFormatError, LayerShapeError, OptionalDependencyError, RefcamError,
                       UnsupportedOperationError)
@@ -56,6 +64,11 @@ from .safe import DEFAULT_MAX_TENSOR_BYTES, check_budget, check_declared_size, c
 MAX_SEQUENCE_LENGTH = 2 ** 20
 MODEL_FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
 KNOWN_OPERATORS = frozenset(CONVERTERS) | frozenset(FOLDERS)
+MAX_NAMES_PER_REASON = 10   # node names listed for one reason in a refusal message
+MAX_REASONS_PER_TYPE = 5    # reasons listed for one op type (then a count of the others)
+# refused ops whose first output has the shape and layout of their widest input (a stand-in keeps converting)
+SHAPE_KEEPING = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip",
+                           "Softmax", "BatchNormalization", "LayerNormalization", "Dropout", "Identity", "Cast"})
 PARSE_ERRORS = (ValueError, RuntimeError, TypeError, OverflowError, MemoryError, RecursionError)
 # Python's own exceptions that a malformed node could still raise inside a converter (the last-resort net)
 CONVERSION_ERRORS = (KeyError, TypeError, ValueError, IndexError, OverflowError, ZeroDivisionError, MemoryError,
@@ -78,9 +91,9 @@ def load_onnx(path: str | os.PathLike, *, max_tensor_bytes: int = DEFAULT_MAX_TE
         ``path`` is a folder, device or FIFO; the file is not an ONNX model, or is
         truncated, corrupt or malformed; subclasses: WeightShapeError (an
         initializer of the wrong shape for its node), UnsupportedOperationError
-        (operators or forms refcam cannot represent, all unsupported operators
-        listed in one message), ExternalReferenceError (a tensor kept in another
-        file), DeclaredSizeError (a tensor over ``max_tensor_bytes``, a negative
+        (operators or forms refcam cannot represent: all unsupported operators
+        listed in one message, else all refused forms in one message),
+        ExternalReferenceError (a tensor kept in another file), DeclaredSizeError (a tensor over ``max_tensor_bytes``, a negative
         size), NonFiniteParameterError (a NaN or Inf weight or attribute).
     CycleError
         The graph has a cycle.
@@ -95,8 +108,9 @@ def load_onnx(path: str | os.PathLike, *, max_tensor_bytes: int = DEFAULT_MAX_TE
     _check_input(graph, source, max_tensor_bytes)
     state = ImportState(graph, max_tensor_bytes)
     state.values[graph.input.name] = Value(graph.input.name, tuple(graph.input.dims[1:]))  # (C, *S)
-    for node in graph.nodes:
-        _convert_node_of(state, node, source)
+    refusals = _convert_nodes(state, source)
+    if refusals:
+        raise UnsupportedOperationError(refusal_message(refusals, source))
     _check_output(state, source)
     return _build_network(state.layers, graph, source)
 
@@ -141,6 +155,121 @@ def looks_like_onnx(head: bytes) -> bool:
 
 
 # --- steps -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Refusal:
+    """A node refcam cannot import in the form the file uses, and the reason (without node-specific names)."""
+
+    node: Node
+    reason: str
+
+
+def _convert_nodes(state: ImportState, source: str) -> list[Refusal]:
+    """Convert every node in data-flow order, collecting the refused ones instead of stopping at the first.
+
+    Rule: a node raising UnsupportedOperationError is recorded as a
+    :class:`Refusal`; its first output becomes a stand-in of the same shape when
+    the op keeps its input's shape (:data:`SHAPE_KEEPING`), else its outputs are
+    unavailable. A node reading an unavailable tensor is skipped, its outputs
+    unavailable too (not reported: it may be fine once its inputs are). A node
+    reading a stand-in (or anything computed from one) that fails otherwise is
+    skipped the same way; every other error is raised at once.
+    """
+    refusals: list[Refusal] = []
+    unavailable: set[str] = set()
+    tainted: set[str] = set()
+    for node in state.graph.nodes:
+        reads = {tensor for tensor in node.inputs if tensor}
+        if reads & unavailable:
+            unavailable.update(node.outputs)
+            continue
+        try:
+            _convert_node_of(state, node, source)
+        except UnsupportedOperationError as err:
+            refusals.append(Refusal(node, _reason(str(err), node, source)))
+            _stand_in(state, node, unavailable, tainted)
+            continue
+        except RefcamError:
+            if not reads & tainted:
+                raise
+            unavailable.update(node.outputs)
+            continue
+        if reads & tainted:
+            tainted.update(node.outputs)
+    return refusals
+
+
+def _stand_in(state: ImportState, node: Node, unavailable: set[str], tainted: set[str]) -> None:
+    """Record a refused node's outputs: a stand-in Value for a shape-keeping op, else unavailable."""
+    inputs = [state.values[t] for t in node.inputs if t in state.values]
+    unavailable.update(t for t in node.outputs if t not in state.values and t not in state.constants)
+    if node.op_type not in SHAPE_KEEPING or not inputs or not node.outputs:
+        return
+    widest = max(inputs, key=lambda value: math.prod(n or 1 for n in value.onnx_shape))
+    state.alias(node, replace(widest, layer=node.name, pending_padding=None))
+    unavailable.discard(node.outputs[0])
+    tainted.add(node.outputs[0])
+
+
+def _reason(message: str, node: Node, source: str) -> str:
+    """The reason a node was refused: its message without the file, the node label and tensor names."""
+    reason = message.removeprefix(f"{source}: ").removeprefix(node.label).removeprefix(":").strip()
+    reason = re.sub(r"\s*\('[^']*'\)", "", reason)
+    return re.sub(r"'[^']*'", "a tensor", reason).rstrip(".")
+
+
+def refusal_message(refusals: Sequence[Refusal], source: str) -> str:
+    """One message for every refused node, grouped by op type, then by reason, with counts and names.
+
+    >>> node = Node("/features/1/Mul", "Mul", "", ("a", "b"), ("c",))
+    >>> print(refusal_message([Refusal(node, "a product of two tensors")], "m.onnx"))  # doctest: +NORMALIZE_WHITESPACE
+    m.onnx: refcam cannot import 1 node(s) of the ONNX graph, of 1 operator type(s) (Mul):
+      Mul (1 node): a product of two tensors: node '/features/1/Mul'
+    Nodes reading a refused Reshape, Concat, ... (an output of unknown shape) were not checked.
+    docs/import.md lists the operators and forms refcam imports; change these parts of the model
+    (or how it is exported) and load it again.
+    """
+    by_type: dict[str, dict[str, list[str]]] = {}
+    for refusal in refusals:
+        by_type.setdefault(refusal.node.op_type, {}).setdefault(refusal.reason, []).append(refusal.node.name)
+    lines = [f"{source}: refcam cannot import {len(refusals)} node(s) of the ONNX graph, of {len(by_type)} "
+             f"operator type(s) ({', '.join(by_type)}):"]
+    for op_type, reasons in by_type.items():
+        lines += _type_lines(op_type, reasons)
+    lines.append("Nodes reading a refused Reshape, Concat, ... (an output of unknown shape) were not checked. "
+                 "docs/import.md lists the operators and forms refcam imports; change these parts of the model "
+                 "(or how it is exported) and load it again.")
+    return "\n".join(lines)
+
+
+def _type_lines(op_type: str, reasons: dict[str, list[str]]) -> list[str]:
+    """The lines of one op type: one line when every node has the same reason, else one per reason
+    (at most :data:`MAX_REASONS_PER_TYPE`, then how many nodes and reasons more)."""
+    count = sum(len(names) for names in reasons.values())
+    header = f"  {op_type} ({_nodes(count)})"
+    if len(reasons) == 1:
+        ((reason, names),) = reasons.items()
+        return [f"{header}: {reason}: {_names(names)}"]
+    groups = list(reasons.items())
+    lines = [f"{header}:"] + [f"    - {_nodes(len(names))}: {reason}: {_names(names)}"
+                              for reason, names in groups[:MAX_REASONS_PER_TYPE]]
+    rest = groups[MAX_REASONS_PER_TYPE:]
+    if rest:
+        lines.append(f"    - and {_nodes(sum(len(names) for _, names in rest))} for {len(rest)} other reason(s), "
+                     f"e.g. {rest[0][0]}: {_names(rest[0][1])}")
+    return lines
+
+
+def _nodes(count: int) -> str:
+    return f"{count} node" if count == 1 else f"{count} nodes"
+
+
+def _names(names: Sequence[str]) -> str:
+    """``node 'a'`` or ``nodes 'a', 'b', ... and N more`` (at most :data:`MAX_NAMES_PER_REASON` names)."""
+    shown = ", ".join(repr(name) for name in names[:MAX_NAMES_PER_REASON])
+    more = f" and {len(names) - MAX_NAMES_PER_REASON} more" if len(names) > MAX_NAMES_PER_REASON else ""
+    return f"node {shown}" if len(names) == 1 else f"nodes {shown}{more}"
+
+
 def _convert_node_of(state: ImportState, node: Node, source: str) -> None:
     """:func:`_convert_node`, with errors named after the file and the node.
 

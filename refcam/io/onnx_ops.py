@@ -28,7 +28,7 @@ Gemm                   FullyConnectedLayer: weights ``alpha * (B if transB else 
                        bias ``beta * C``
 MatMul (+ Add)         FullyConnectedLayer: weights ``B^T``, the Add's constant as bias
 Softmax                SoftmaxLayer when the axis is the channel axis
-Concat (axis 1)        DepthConcatenationLayer
+Concat (axis 1)        DepthConcatenationLayer; a one-input Concat is the tensor itself
 Add, Sum               AdditionLayer (tensors); Add/Sub/Mul/Div by a constant: ScalingLayer
 Dropout                DropoutLayer(ratio)
 Identity, Cast         nothing (the tensor itself)
@@ -505,13 +505,21 @@ def _bias_vector(node: Node, c: np.ndarray, outputs: int) -> np.ndarray:
 
 # --- combining --------------------------------------------------------------------------------
 def convert_concat(state: ImportState, node: Node) -> None:
-    """Concat of network tensors along the channel axis -> DepthConcatenationLayer."""
-    sources = [state.value(node, i) for i in range(len(node.inputs))]
-    if not sources:
+    """Concat of network tensors along the channel axis -> DepthConcatenationLayer.
+
+    Rule: a Concat of one input (valid ONNX; the TorchScript exporter writes one
+    in DenseNet) is that tensor itself, in any layout and along any valid axis.
+    """
+    if not node.inputs:
         raise FileFormatError(f"{node.label} has no inputs; Concat needs at least one.")
+    plain = len(node.inputs) > 1
+    sources = [state.value(node, i, plain=plain) for i in range(len(node.inputs))]
     rank = sources[0].onnx_rank
-    axis = node.attr("axis", "int", 1 if state.opset < 4 else REQUIRED)
-    if check_axis(node, axis, rank) != 1:
+    axis = check_axis(node, node.attr("axis", "int", 1 if state.opset < 4 else REQUIRED), rank)
+    if not plain:
+        state.alias(node, sources[0])
+        return
+    if axis != 1:
         raise UnsupportedOperationError(f"{node.label}: Concat along axis {axis}; refcam "
                                         "concatenates along the channel axis (1) only.")
     state.add(node, DepthConcatenationLayer, sources, num_inputs=len(sources))
