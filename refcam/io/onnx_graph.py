@@ -19,9 +19,12 @@ checks the structure before anything is converted:
 Every tensor in the file (initializers, ``TENSOR``/``TENSORS`` attributes such as
 ``Constant`` and ``ConstantOfShape`` values) is decoded by
 :func:`refcam.io.safe.onnx_tensor_array` only: its type and declared dims are
-checked against the budget ``max_tensor_bytes`` first, and a tensor whose data
-lives in another file is an :class:`~refcam.errors.ExternalReferenceError` (onnx
-would resolve the location against the working directory). Sparse tensors are
+checked against the budget ``max_tensor_bytes`` first. An initializer whose data
+lives in an external data file (``torch.onnx.export``'s default) is read from the
+model's own folder only, with its location, offset and length checked first; any
+other tensor whose data lives in another file is an
+:class:`~refcam.errors.ExternalReferenceError` (onnx would resolve the location
+against the working directory). Sparse tensors are
 refused the same way, then as unsupported; subgraph and type attributes are never
 decoded (no operator refcam imports has one); a tensor attribute of *any* node,
 kept or not, that points at another file is refused before anything is decoded. Floats become float64 (exact for
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Iterable, Sequence
 
@@ -253,7 +257,10 @@ def _default_opset(model: Any, source: str) -> int:
 
 
 def _initializer_protos(graph: Any, source: str) -> dict[str, Any]:
-    """The initializers by name, undecoded; any of them (or a sparse one) kept in another file is refused."""
+    """The initializers by name, undecoded (external data is read later, inside the model's folder only).
+
+    A sparse initializer is refused (its parts kept in another file, as external references).
+    """
     for sparse in graph.sparse_initializer:
         for part in (sparse.values, sparse.indices):
             refuse_external_data(part, "a sparse initializer", source)
@@ -263,7 +270,6 @@ def _initializer_protos(graph: Any, source: str) -> dict[str, Any]:
     protos: dict[str, Any] = {}
     for tensor in graph.initializer:
         name = text(tensor.name, "the name of an initializer", source)
-        refuse_external_data(tensor, f"initializer {name!r}", source)
         if name in protos:
             raise FileFormatError(f"{source}: two initializers are named {name!r}; tensor names must be unique.")
         protos[name] = tensor
@@ -278,21 +284,24 @@ def _initializer_arrays(protos: dict[str, Any], nodes: list[Node], source: str,
         for tensor in node.inputs:
             if tensor in protos:
                 readers.setdefault(tensor, node)
+    data_folder = os.path.dirname(os.path.abspath(source))
     return {name: decoded_tensor(protos[name], f"initializer {name!r} (read by {node.label})", source,
-                                 max_tensor_bytes)
+                                 max_tensor_bytes, data_folder=data_folder)
             for name, node in readers.items()}
 
 
-def decoded_tensor(tensor: Any, where: str, source: str, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
-                   ) -> np.ndarray:
-    """A ``TensorProto`` held in the file as float64 or int64.
+def decoded_tensor(tensor: Any, where: str, source: str, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                   *, data_folder: str | None = None) -> np.ndarray:
+    """A ``TensorProto`` as float64 or int64, from the model file or (initializers) its folder.
 
     Rule: decoded by :func:`refcam.io.safe.onnx_tensor_array` only (element type and
-    declared dims checked against the budget first, external data refused), then
+    declared dims checked against the budget first; external data read only with
+    ``data_folder``, from a file inside it, else refused), then
     :func:`as_number_array`; a float tensor holding NaN or Inf is a
     NonFiniteParameterError naming ``where``.
     """
-    array = as_number_array(onnx_tensor_array(tensor, where, source, max_tensor_bytes), f"{source}: {where}")
+    array = as_number_array(onnx_tensor_array(tensor, where, source, max_tensor_bytes, data_folder=data_folder),
+                            f"{source}: {where}")
     if array.dtype.kind == "f":
         check_finite(array, where, source)
     return array

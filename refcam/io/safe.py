@@ -23,11 +23,17 @@ HDF5
 ONNX tensors
   * :func:`check_tensor_declaration` checks a ``TensorProto``'s element type and
     declared dims (non-negative, product within the budget) before any decoding;
-  * :func:`onnx_tensor_array` decodes a checked tensor held in the model file;
-    every external reference (initializers, ``Constant`` values, any tensor
-    attribute) is refused (:func:`refuse_external_data`). ONNX's own decoder
-    would resolve a ``location`` against the working directory; refcam never
-    lets it see one.
+  * :func:`onnx_tensor_array` decodes a checked tensor held in the model file,
+    or, given the model's folder (``data_folder``), an initializer whose bytes
+    are in an external data file (:func:`external_tensor_bytes`): the
+    ``location`` must be a relative path that stays inside the model's folder
+    once every symlink is resolved (no absolute path, no ``..``), name a
+    regular file, and ``offset + length`` must lie inside that file with
+    ``length`` exactly the tensor's declared size; only those bytes are read.
+    Any other external reference (``Constant`` values, tensor attributes,
+    sparse tensors) is refused (:func:`refuse_external_data`). ONNX's own
+    loader would resolve a ``location`` against the working directory; refcam
+    never lets it see one.
 
 Budget: :data:`DEFAULT_MAX_TENSOR_BYTES` (2 GiB) per tensor, counted in
 float64 (the dtype refcam computes in by default) so the budget bounds what the
@@ -252,9 +258,14 @@ def check_tensor_declaration(tensor: Any, where: str, source: str,
     Refuses external data (:func:`refuse_external_data`), an unknown or
     non-numeric element type, negative dims and a size over the budget.
     """
+    refuse_external_data(tensor, where, source)
+    return _check_tensor_type_and_dims(tensor, where, source, max_tensor_bytes)
+
+
+def _check_tensor_type_and_dims(tensor: Any, where: str, source: str, max_tensor_bytes: int) -> tuple[int, ...]:
+    """The element-type and dims checks of :func:`check_tensor_declaration`, wherever the data is."""
     from onnx import TensorProto, helper
 
-    refuse_external_data(tensor, where, source)
     data_type = int(tensor.data_type)
     names = {value: name for name, value in TensorProto.DataType.items()}
     if data_type not in names or names[data_type] in ("UNDEFINED", "STRING"):
@@ -270,24 +281,134 @@ def check_tensor_declaration(tensor: Any, where: str, source: str,
     return dims
 
 
+def is_external(tensor: Any) -> bool:
+    """True when an ONNX tensor says its bytes are in another file (``data_location`` or ``external_data``)."""
+    return int(tensor.data_location) == EXTERNAL_DATA_LOCATION or len(tensor.external_data) > 0
+
+
 def refuse_external_data(tensor: Any, where: str, source: str) -> None:
-    """ExternalReferenceError when an ONNX tensor keeps its bytes in another file."""
-    if int(tensor.data_location) == EXTERNAL_DATA_LOCATION or len(tensor.external_data):
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "?")
+    """ExternalReferenceError when an ONNX tensor that must be inside the model file keeps its bytes elsewhere."""
+    if is_external(tensor):
+        location = _external_entries(tensor, where, source).get("location", "?")
         raise ExternalReferenceError(
-            f"{source}: {where} keeps its data in the external file {location!r}; this refcam reads only "
-            "the model file. Save the model with its weights inside "
+            f"{source}: {where} keeps its data in the external file {location!r}; refcam reads external "
+            "data for initializers only. Save the model with its weights inside "
             "(onnx.save(model, path, save_as_external_data=False)).")
 
 
-def onnx_tensor_array(tensor: Any, where: str, source: str,
-                      max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> np.ndarray:
-    """A checked ONNX tensor decoded from the model file as a NumPy array (its own dtype).
+def _external_entries(tensor: Any, where: str, source: str) -> dict[str, str]:
+    """The ``external_data`` key/value pairs of a tensor; a repeated key is a FileFormatError."""
+    entries: dict[str, str] = {}
+    for entry in tensor.external_data:
+        if entry.key in entries:
+            raise FileFormatError(f"{source}: {where} names the external-data key {entry.key!r} twice.")
+        entries[entry.key] = entry.value
+    return entries
 
+
+def external_tensor_bytes(tensor: Any, dims: Sequence[int], where: str, source: str, data_folder: str) -> bytes:
+    """The bytes of an initializer kept in an external data file inside ``data_folder``, checked before reading.
+
+    ONNX's rule (onnx/docs/ExternalData.md): ``location`` is a path relative to
+    the model file's folder, ``offset`` (default 0) and ``length`` (default: to
+    the end of the file) locate the tensor's raw little-endian bytes. refcam
+    also requires the resolved path (symlinks followed) to stay inside the
+    folder and to be a regular file, and ``length`` to equal the declared size.
+    """
+    entries = _external_entries(tensor, where, source)
+    path = _external_path(entries.get("location", ""), where, source, data_folder)
+    size = os.stat(path).st_size
+    declared = _raw_byte_count(tensor, dims)
+    offset = _external_int(entries, "offset", 0, where, source)
+    length = _external_int(entries, "length", declared, where, source)
+    if length != declared:
+        raise DeclaredSizeError(f"{source}: {where} declares {length} external bytes but its dims {tuple(dims)} "
+                                f"need {declared}.")
+    if offset + length > size:
+        raise DeclaredSizeError(
+            f"{source}: {where} asks for bytes {offset} to {offset + length} of {entries['location']!r}, "
+            f"which holds {size}; the data file is truncated or belongs to another model.")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise FileFormatError(f"{source}: {where}: {entries['location']!r} ended while reading; it changed "
+                              "while refcam read it.")
+    return data
+
+
+def _external_path(location: str, where: str, source: str, data_folder: str) -> str:
+    """``location`` resolved inside ``data_folder``; ExternalReferenceError when it is absolute or leaves it."""
+    parts = location.replace("\\", "/").split("/")
+    if (not location or "\0" in location or os.path.isabs(location) or location.startswith(("/", "\\"))
+            or (len(location) > 1 and location[1] == ":") or ".." in parts):
+        raise ExternalReferenceError(
+            f"{source}: {where} keeps its data at {location!r}; refcam reads external data only from a "
+            "relative path inside the model's folder (no absolute path, no '..').")
+    folder = os.path.realpath(data_folder)
+    path = os.path.realpath(os.path.join(folder, location))
+    if os.path.commonpath([folder, path]) != folder:
+        raise ExternalReferenceError(
+            f"{source}: {where} keeps its data at {location!r}, which resolves (through a symbolic link) "
+            "outside the model's folder; refcam reads external data only inside it.")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise FileFormatError(f"{source}: {where} keeps its data in {location!r}, which cannot be opened "
+                              f"next to the model ({err.strerror}); copy the data file with the model.") from err
+    if not stat.S_ISREG(mode):
+        raise FileFormatError(f"{source}: {where} keeps its data in {location!r}, which is not a regular file.")
+    return path
+
+
+def _external_int(entries: dict[str, str], key: str, default: int, where: str, source: str) -> int:
+    """A non-negative integer external-data entry (``offset``, ``length``), or ``default`` when absent."""
+    if key not in entries:
+        return default
+    text_value = entries[key]
+    if not text_value.isdigit():
+        raise FileFormatError(f"{source}: {where} has the external-data {key} {text_value!r}; it must be a "
+                              "non-negative integer.")
+    return int(text_value)
+
+
+def _raw_byte_count(tensor: Any, dims: Sequence[int]) -> int:
+    """The bytes of a tensor's raw little-endian payload: elements times item size (4-bit types packed two a byte)."""
+    from onnx import TensorProto, helper
+
+    count = math.prod(int(d) for d in dims)
+    name = TensorProto.DataType.Name(int(tensor.data_type))
+    if name in ("INT4", "UINT4", "FLOAT4E2M1"):
+        return (count + 1) // 2
+    return count * np.dtype(helper.tensor_dtype_to_np_dtype(int(tensor.data_type))).itemsize
+
+
+def _with_raw_data(tensor: Any, data: bytes) -> Any:
+    """A copy of ``tensor`` holding ``data`` as its raw payload, no longer pointing at another file."""
+    from onnx import TensorProto
+
+    inside = TensorProto()
+    inside.CopyFrom(tensor)
+    del inside.external_data[:]
+    inside.data_location = TensorProto.DEFAULT
+    inside.raw_data = data
+    return inside
+
+
+def onnx_tensor_array(tensor: Any, where: str, source: str,
+                      max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES, *,
+                      data_folder: str | None = None) -> np.ndarray:
+    """A checked ONNX tensor decoded as a NumPy array (its own dtype).
+
+    With ``data_folder`` (the model file's folder) a tensor whose data is
+    external is read by :func:`external_tensor_bytes`; without it, refused.
     The payload must hold exactly the declared number of elements.
     """
     from onnx import numpy_helper
 
+    if data_folder is not None and is_external(tensor):
+        dims = _check_tensor_type_and_dims(tensor, where, source, max_tensor_bytes)
+        tensor = _with_raw_data(tensor, external_tensor_bytes(tensor, dims, where, source, data_folder))
     dims = check_tensor_declaration(tensor, where, source, max_tensor_bytes)
     try:
         array = numpy_helper.to_array(tensor)

@@ -11,6 +11,9 @@ in the worker's working folder. Every float they hold is :data:`CANARY_VALUE`:
 * :data:`CANARY_RAW` maps an item size to a raw file of canary values in that
   float type (HDF5 external storage, ONNX external data).
 
+ONNX initializers may keep their data in the model's own folder: the legit
+raw files (:data:`LEGIT_RAW`, not canaries) lie next to the case file for them.
+
 A case read outside its file when (a) a loaded parameter, golden array or
 prediction holds the canary value (:func:`holds_canary`), or (b) inotify saw a
 canary file opened or read (the runner watches them, :mod:`tests.fuzz.inotify`).
@@ -29,6 +32,8 @@ CANARY_RTOL = 1e-6                     # float32 holds 123456.789 as 123456.7890
 CANARY_HDF5 = "canary.h5"
 CANARY_RAW = {4: "canary32.bin", 8: "canary64.bin"}
 RAW_CANARY_BYTES = 1024 ** 2           # more than any fixture tensor
+LEGIT_RAW = {4: "data32.bin", 8: "data64.bin"}   # ONNX external data the model's folder may hold
+LEGIT_VALUE = 0.5
 LINK_PLACES = ("next", "above", "absolute")
 
 
@@ -55,6 +60,13 @@ def write_raw_canaries(folder: Path) -> list[Path]:
         np.full(RAW_CANARY_BYTES // itemsize, CANARY_VALUE, dtype=dtype).tofile(path)
         paths.append(path)
     return paths
+
+
+def write_legit_raw(folder: Path) -> None:
+    """Raw files of :data:`LEGIT_VALUE` next to the case file: ONNX initializers may keep their data there
+    (the model's own folder), so reading them is allowed, and they are not canaries."""
+    for itemsize, name in LEGIT_RAW.items():
+        np.full(RAW_CANARY_BYTES // itemsize, LEGIT_VALUE, dtype=np.dtype(f"<f{itemsize}")).tofile(folder / name)
 
 
 def write_hdf5_canary(base: Path | None, path: Path) -> None:

@@ -1,8 +1,9 @@
 """Structured mutations of ONNX models with ``onnx`` itself (docs/import.md).
 
 * external data (``canary32.bin`` next to the model, ``../``, an absolute
-  path) in the first initializer, in a Constant node's ``value`` and in
-  ConstantOfShape's ``value``;
+  path) in a Constant node's ``value`` and in ConstantOfShape's ``value``;
+  in the first initializer ``../`` and absolute (refused), and a legit data
+  file next to the model (``canary.LEGIT_RAW``, read: the model's own folder);
 * tensor declarations: huge or negative dims, element types 999, STRING and
   UNDEFINED, ``raw_data`` shorter than declared, NaN and Inf values;
 * attributes: of the wrong type, missing, axes out of range, Conv strides 0
@@ -105,17 +106,21 @@ def external_data_mutations(model: ModelProto) -> Found:
             holders.append((op_type, partial(_node_tensor, op_type)))
     found: Found = []
     for holder, tensor_of in holders:
-        for place in canary.LINK_PLACES:
+        places = [place for place in canary.LINK_PLACES if holder != "initializer" or place != "next"]
+        for place in places:
             found.append((f"external-{holder.lower()}", f"the first {holder} tensor's data in {place} canary file",
                           partial(_make_external, tensor_of, place)))
+    if model.graph.initializer:       # the model's own folder: allowed for initializers (torch's default export)
+        found.append(("external-initializer", "the first initializer's data in a data file next to the model",
+                      partial(_make_external, _first_initializer, "next", files=canary.LEGIT_RAW)))
     return found
 
 
 def _make_external(tensor_of: Callable[[ModelProto], TensorProto], place: str, model: ModelProto,
-                   target: Path) -> None:
+                   target: Path, files: dict[int, str] = canary.CANARY_RAW) -> None:
     tensor = tensor_of(model)
     itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    location = canary.reference(canary.CANARY_RAW[8 if itemsize == 8 else 4], place, target)
+    location = canary.reference(files[8 if itemsize == 8 else 4], place, target)
     nbytes = math.prod(tensor.dims) * itemsize
     for field in ("raw_data", "float_data", "double_data", "int32_data", "int64_data"):
         tensor.ClearField(field)

@@ -8,7 +8,8 @@ writes each case file, plants the canaries, sends the path, and waits at most
 restarted and the case is a ``hang``. Each worker's run folder::
 
     worker-<k>/            canaries "above" the case file
-    worker-<k>/case/       the case file (model.h5 or model.onnx) and canaries next to it
+    worker-<k>/case/       the case file (model.h5 or model.onnx), canaries next to it, and the
+                           legit ONNX external data files (canary.LEGIT_RAW)
     worker-<k>/cwd/        the worker's working folder, with canaries
     worker-<k>/canaries/   the canary files, hard-linked into the three places above
     worker-<k>/stderr.log  what the worker and the libraries printed
@@ -131,6 +132,7 @@ class Worker:
         for raw in canary.write_raw_canaries(self.canaries):
             self._link_everywhere(raw, raw.name)
             self.inotify.watch(raw, raw.name)
+        canary.write_legit_raw(self.case_folder)
         self.hdf5_canaries: dict[tuple[str, str], Path] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.buffer = b""

@@ -258,13 +258,3 @@ def test_graphs_refcam_cannot_represent(tmp_path) -> None:
     dangling = write_model(tmp_path, [helper.make_node("Add", ["x", "nowhere"], ["y"], name="add")], (1, 2, 4, 4))
     with pytest.raises(errors.FileFormatError, match="'nowhere'"):
         load_onnx(dangling)
-
-
-def test_external_data_is_refused(tmp_path) -> None:
-    path = write_model(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], (1, 2, 4, 4),
-                       [("w", np.ones((3, 2, 1, 1)))])
-    model = onnx.load(path)
-    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
-              size_threshold=0)
-    with pytest.raises(errors.FileFormatError, match="external file"):
-        load_onnx(path)
