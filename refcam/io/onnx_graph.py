@@ -12,9 +12,10 @@ checks the structure before anything is converted:
 * the kept nodes are put in data-flow order by Kahn's algorithm (file order among
   the ready ones); nodes left over lie on a cycle: :class:`~refcam.errors.CycleError`
   names one;
-* the kept nodes' operators must be ones refcam imports (one
-  :class:`~refcam.errors.UnsupportedOperationError` lists all the others), and only
-  then are their attributes and the initializers they read decoded.
+* the kept nodes whose operator refcam does not import are marked
+  (``Graph.unknown``) and never decoded; the importer lists them, with every
+  node refused for its form, in one :class:`~refcam.errors.UnsupportedOperationError`.
+  The other nodes' attributes and the initializers they read are decoded.
 
 Every tensor in the file (initializers, ``TENSOR``/``TENSORS`` attributes such as
 ``Constant`` and ``ConstantOfShape`` values) is decoded by
@@ -67,7 +68,6 @@ ATTRIBUTE_KINDS = {1: "float", 2: "int", 3: "string", 4: "tensor", 5: "graph", 6
 REQUIRED = object()                     # Node.attr's default: the attribute must be present
 MAX_NODES = 2 ** 18                     # nodes in a graph; real CNNs have thousands
 MAX_LIST_ENTRIES = 2 ** 20              # entries of a list attribute or of a shape-like operand
-MAX_LISTED_NODES = 20                   # unsupported nodes named one by one in the error
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ class Graph:
     output: str
     nodes: list[Node]
     consumers: dict[str, list[Node]]
+    unknown: frozenset[str] = frozenset()   # names of the nodes whose operator refcam does not import
 
 
 @dataclass(frozen=True)
@@ -213,16 +214,19 @@ def read_graph(model: Any, source: str, known_operators: Collection[str],
     available = set(initializer_protos) | {graph_input.name}
     kept = _needed_nodes(_named_nodes(graph, graph_input.name, source), output, available, source)
     ordered = _data_flow_order(kept, available)
-    _check_operators(ordered, known_operators, source)
-    ordered = [_with_attributes(node, source, max_tensor_bytes) for node in ordered]
+    unknown = unknown_operator_nodes(ordered, known_operators)
+    ordered = [node if node.name in unknown else _with_attributes(node, source, max_tensor_bytes)
+               for node in ordered]
     consumers: dict[str, list[Node]] = {}
     for node in ordered:
         for tensor in node.inputs:
             if tensor:
                 consumers.setdefault(tensor, []).append(node)
     return Graph(name=text(graph.name, "the graph name", source), opset=opset,
-                 initializers=_initializer_arrays(initializer_protos, ordered, source, max_tensor_bytes),
-                 input=graph_input, output=output, nodes=ordered, consumers=consumers)
+                 initializers=_initializer_arrays(initializer_protos,
+                                                  [node for node in ordered if node.name not in unknown],
+                                                  source, max_tensor_bytes),
+                 input=graph_input, output=output, nodes=ordered, consumers=consumers, unknown=unknown)
 
 
 def text(value: Any, what: str, source: str) -> str:
@@ -364,20 +368,19 @@ def _refuse_external_attributes(proto: Any, label: str, source: str) -> None:
             refuse_external_data(tensor, f"{label}: attribute {attribute.name!r}", source)
 
 
-def _check_operators(nodes: list[Node], known_operators: Collection[str], source: str) -> None:
-    """One UnsupportedOperationError naming every node whose operator refcam does not import."""
-    unknown = [node for node in nodes if node.domain not in DEFAULT_DOMAINS or node.op_type not in known_operators]
-    if unknown:
-        listed = ", ".join(f"{_qualified(node)} (node {node.name!r})" for node in unknown[:MAX_LISTED_NODES])
-        more = f" and {len(unknown) - MAX_LISTED_NODES} more" if len(unknown) > MAX_LISTED_NODES else ""
-        kinds = sorted({_qualified(node) for node in unknown})
-        raise UnsupportedOperationError(
-            f"{source}: the ONNX graph uses {len(kinds)} operator type(s) refcam cannot import "
-            f"({', '.join(kinds)}) in {len(unknown)} node(s): {listed}{more}. Supported operators are "
-            "listed in docs/import.md; replace these in the model before exporting.")
+def unknown_operator_nodes(nodes: list[Node], known_operators: Collection[str]) -> frozenset[str]:
+    """The names of the nodes whose operator (or domain) refcam does not import.
+
+    Rule: such a node is never decoded (its attributes and the initializers only it
+    reads stay unread); the importer lists it with every other refused node in one
+    UnsupportedOperationError.
+    """
+    return frozenset(node.name for node in nodes
+                     if node.domain not in DEFAULT_DOMAINS or node.op_type not in known_operators)
 
 
-def _qualified(node: Node) -> str:
+def qualified_op_type(node: Node) -> str:
+    """``Relu`` for the default domain, ``com.example::Mystery`` for another."""
     return node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
 
 

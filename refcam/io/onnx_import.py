@@ -57,13 +57,14 @@ from ..errors import (FileFormatError, LayerShapeError, OptionalDependencyError,
 from ..layers.input import Image3dInputLayer, ImageInputLayer, SequenceInputLayer
 from ..network import Network
 from .onnx_fold import FOLDERS, fold, shape_of
-from .onnx_graph import FLOAT_ELEMENT_TYPES, Graph, ImportState, Node, Value, read_graph
+from .onnx_graph import FLOAT_ELEMENT_TYPES, Graph, ImportState, Node, Value, qualified_op_type, read_graph
 from .onnx_ops import CONVERTERS
 from .safe import DEFAULT_MAX_TENSOR_BYTES, check_budget, check_declared_size, check_regular_file
 
 MAX_SEQUENCE_LENGTH = 2 ** 20
 MODEL_FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
 KNOWN_OPERATORS = frozenset(CONVERTERS) | frozenset(FOLDERS)
+UNKNOWN_OPERATOR = "an operator refcam does not import (docs/import.md lists those it does)"
 MAX_NAMES_PER_REASON = 10   # node names listed for one reason in a refusal message
 MAX_REASONS_PER_TYPE = 5    # reasons listed for one op type (then a count of the others)
 # refused ops whose first output has the shape and layout of their widest input (a stand-in keeps converting)
@@ -166,7 +167,9 @@ class Refusal:
 def _convert_nodes(state: ImportState, source: str) -> list[Refusal]:
     """Convert every node in data-flow order, collecting the refused ones instead of stopping at the first.
 
-    Rule: a node raising UnsupportedOperationError is recorded as a
+    Rule: a node whose operator refcam does not import (``graph.unknown``) is
+    recorded as a :class:`Refusal`, its outputs unavailable; a node raising
+    UnsupportedOperationError is recorded as a
     :class:`Refusal`; its first output becomes a stand-in of the same shape when
     the op keeps its input's shape (:data:`SHAPE_KEEPING`), else its outputs are
     unavailable. A node reading an unavailable tensor is skipped, its outputs
@@ -179,6 +182,10 @@ def _convert_nodes(state: ImportState, source: str) -> list[Refusal]:
     tainted: set[str] = set()
     for node in state.graph.nodes:
         reads = {tensor for tensor in node.inputs if tensor}
+        if node.name in state.graph.unknown:
+            refusals.append(Refusal(node, UNKNOWN_OPERATOR))
+            unavailable.update(node.outputs)
+            continue
         if reads & unavailable:
             unavailable.update(node.outputs)
             continue
@@ -230,7 +237,8 @@ def refusal_message(refusals: Sequence[Refusal], source: str) -> str:
     """
     by_type: dict[str, dict[str, list[str]]] = {}
     for refusal in refusals:
-        by_type.setdefault(refusal.node.op_type, {}).setdefault(refusal.reason, []).append(refusal.node.name)
+        by_type.setdefault(qualified_op_type(refusal.node), {}).setdefault(refusal.reason, []).append(
+            refusal.node.name)
     lines = [f"{source}: refcam cannot import {len(refusals)} node(s) of the ONNX graph, of {len(by_type)} "
              f"operator type(s) ({', '.join(by_type)}):"]
     for op_type, reasons in by_type.items():

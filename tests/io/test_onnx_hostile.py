@@ -333,8 +333,9 @@ def test_an_odd_unsupported_operator_is_listed(tmp_path: Path, op_type: str, dom
     node = helper.make_node(op_type, ["y"], ["k"], name=name, domain=domain)
     qualified = f"{domain}::{op_type}" if domain else op_type
     error = refused(saved(conv_net([node]), tmp_path), UnsupportedOperationError,
-                    "1 operator type\\(s\\) refcam cannot import")
-    assert f"{qualified} (node '{name}')" in str(error)
+                    "cannot import 1 node\\(s\\) of the ONNX graph, of 1 operator type\\(s\\)")
+    assert f"{qualified} (1 node): an operator refcam does not import" in str(error)
+    assert f"node '{name}'" in str(error)
 
 
 @pytest.mark.parametrize("field, raw", [("op_type", b"Fo\xffo"), ("name", b"od\xfed")])

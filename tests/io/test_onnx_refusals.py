@@ -104,3 +104,20 @@ def test_reasons_of_one_op_type_are_cut_short(tmp_path) -> None:
     assert message.count("    - 1 node: Reshape from") == 5
     assert "    - and 2 nodes for 2 other reason(s), e.g. Reshape from (1, 2, 4, 4) to [1, 1, 32]" in message
     assert "'r6'" not in message
+
+
+def test_unknown_operators_and_refused_forms_share_one_error(tmp_path) -> None:
+    """An operator refcam does not import (Erf, and one of a custom domain) and a refused Mul in one graph:
+    all three are in one message; the unknown nodes' outputs are unavailable, so their reader is not."""
+    nodes = [helper.make_node("Erf", ["x"], ["e"], name="erf"),
+             helper.make_node("Mystery", ["e"], ["m"], name="mystery", domain="com.example"),
+             helper.make_node("Relu", ["m"], ["r"], name="after_unknown"),
+             helper.make_node("Mul", ["x", "x"], ["p"], name="square"),
+             helper.make_node("Add", ["r", "p"], ["y"], name="join")]
+    message = refusal_text(write_model(tmp_path, nodes, SHAPE))
+    assert "cannot import 3 node(s) of the ONNX graph, of 3 operator type(s) (Erf, com.example::Mystery, Mul)" \
+        in message
+    assert "Erf (1 node): an operator refcam does not import" in message
+    assert "com.example::Mystery (1 node): an operator refcam does not import" in message
+    assert "Mul (1 node): Mul of two tensors the network computes" in message
+    assert "'after_unknown'" not in message and "'join'" not in message
