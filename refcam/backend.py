@@ -124,6 +124,19 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     return COMPUTE_DTYPES[key]
 
 
+def special_functions(xp: ModuleType) -> ModuleType:
+    """The special-function module of array module ``xp``: ``scipy.special`` or ``cupyx.scipy.special``.
+
+    Both provide the same element-wise ufuncs (``erf``, ``erfc``, ...) under
+    the same names, so a kernel calls ``special_functions(xp).erf(x)`` on either
+    device. Imported on first use (SciPy's costs half a second).
+
+    >>> special_functions(np).erf(np.array([0.0]))
+    array([0.])
+    """
+    return importlib.import_module("scipy.special" if xp is np else "cupyx.scipy.special")
+
+
 def scatter_add(xp: ModuleType, target: Any, index: Any, values: Any) -> None:
     """In place ``target[index] += values`` with repeated indices accumulated (``np.add.at``)."""
     if xp is np:

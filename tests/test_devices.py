@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import pkgutil
 import re
@@ -41,11 +42,14 @@ import refcam.ops
 from refcam import gradcam
 from refcam.autodiff import Tensor, grad
 from refcam.backend import gpu_available, is_cupy_array, to_device, to_numpy
-from refcam.ops import activation, combine, linear, normalization, pooling, shape
+from refcam.ops import activation, combine, linear, normalization, pooling, reduce, shape
 from refcam.ops import conv as conv_module
+from refcam.ops import conv_transpose, resample
 from refcam.testing import check_vjp
 from tests.cam import nets
 from tests.ops.naive_conv import naive_conv
+from tests.ops.naive_conv_transpose import naive_conv_transpose
+from tests.ops.naive_resample import naive_resize
 from tests.ops.naive_ops import (
     batch_norm_loops,
     concat_loops,
@@ -55,6 +59,8 @@ from tests.ops.naive_ops import (
     softmax_loops,
 )
 from tests.ops.naive_pooling import naive_avg_pool, naive_max_pool
+from tests.ops.naive_shape import (channel_shuffle_loops, channel_slice_loops, crop_loops, multiply_loops,
+                                   reduce_loops)
 from tests.test_fixtures import INTERMEDIATES, golden_files, network, raw_map_internal, read_golden, relative_error
 from tests.tolerances import F32, F64, GOLDEN_RELATIVE
 
@@ -135,6 +141,17 @@ def _op_cases() -> list[OpCase]:
         OpCase("softmax", "softmax", activation.softmax, lambda x: softmax_loops(x, 1), (normal((2, 5, 3)),)),
         OpCase("sigmoid", "sigmoid", activation.sigmoid, lambda x: 1.0 / (1.0 + np.exp(-x)), (normal((2, 3, 4)),)),
         OpCase("tanh", "tanh", activation.tanh, np.tanh, (normal((2, 3, 4)),)),
+        OpCase("swish", "swish", activation.swish, lambda x: x / (1.0 + np.exp(-x)), (normal((2, 3, 4)),)),
+        OpCase("gelu", "gelu", activation.gelu, lambda x: 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0))),
+               (normal((2, 3, 4)),)),
+        OpCase("gelu-tanh", "gelu", lambda x: activation.gelu(x, approximation="tanh"),
+               lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+               (normal((2, 3, 4)),)),
+        OpCase("hard-sigmoid", "hard_sigmoid", lambda x: activation.hard_sigmoid(x, 0.2, 0.5),
+               lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0), (2.0 * normal((2, 3, 4)),)),
+        OpCase("hard-swish", "hard_swish", activation.hard_swish, lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+               (2.0 * normal((2, 3, 4)),)),
+        OpCase("erf", "erf", activation.erf, np.vectorize(math.erf), (normal((2, 3, 4)),)),
         OpCase("flatten-matlab", "flatten", lambda x: linear.flatten(x, "matlab"), lambda x: flatten_loops(x, "matlab"),
                (normal((2, 3, 4, 2)),)),
         OpCase("fully-connected", "fully_connected", linear.fully_connected, fully_connected_loops,
@@ -143,9 +160,35 @@ def _op_cases() -> list[OpCase]:
                (normal((2, 3, 4)), normal((2, 2, 4)))),
         OpCase("add", "add", lambda a, b, c: combine.add([a, b, c]), lambda a, b, c: a + b + c,
                (normal((2, 3, 4)), normal((2, 3, 4)), normal((2, 3, 4)))),
+        OpCase("conv-transpose2d", "conv_transpose",
+               lambda x, w, b: conv_transpose.conv_transpose(x, w, b, stride=(2, 1), dilation=(1, 2),
+                                                             cropping=(1, 0, 0, 1), output_padding=(2, 1)),
+               lambda x, w, b: naive_conv_transpose(x, w, b, (2, 1), (1, 2), (1, 0, 0, 1), (2, 1)),
+               (normal((2, 3, 3, 4)), normal((3, 2, 3, 2)), normal(2))),
+        OpCase("resize2d-linear", "resize",
+               lambda x: resample.resize(x, (7, 3), scale=(2.5, 0.7), method="linear"),
+               lambda x: naive_resize(x, (7, 3), (2.5, 0.7), "linear", "half-pixel", "round-prefer-floor"),
+               (normal((2, 3, 3, 5)),)),
+        OpCase("resize3d-nearest", "resize",
+               lambda x: resample.resize(x, (5, 2, 4), geometric_transform_mode="asymmetric",
+                                         nearest_rounding_mode="ceil"),
+               lambda x: naive_resize(x, (5, 2, 4), None, "nearest", "asymmetric", "ceil"),
+               (normal((1, 2, 2, 3, 2)),)),
         OpCase("pad", "pad", lambda x: shape.pad(x, (1, 0, 2, 1), 0.5),
                lambda x: np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 1)), constant_values=0.5),
                (normal((2, 3, 4, 3)),)),
+        OpCase("multiply", "multiply", lambda a, b, c: combine.multiply([a, b, c]),
+               lambda a, b, c: multiply_loops([a, b, c]), (normal((2, 3, 1, 1)), normal((2, 3, 4, 3)), normal((2, 1, 4, 3)))),
+        OpCase("crop", "crop", lambda x: shape.crop(x, (1, 0, 0, 2)), lambda x: crop_loops(x, (1, 0, 0, 2)),
+               (normal((2, 3, 4, 5)),)),
+        OpCase("channel-shuffle", "channel_shuffle", lambda x: shape.channel_shuffle(x, 2),
+               lambda x: channel_shuffle_loops(x, 2), (normal((2, 6, 3)),)),
+        OpCase("channel-slice", "channel_slice", lambda x: shape.channel_slice(x, 1, 3),
+               lambda x: channel_slice_loops(x, 1, 3), (normal((2, 4, 3)),)),
+        OpCase("reduce-mean", "reduce_mean", lambda x: reduce.reduce_mean(x, (1, 3)),
+               lambda x: reduce_loops(x, (1, 3), "mean"), (normal((2, 3, 4, 2)),)),
+        OpCase("reduce-max", "reduce_max", lambda x: reduce.reduce_max(x, (2, 3)),
+               lambda x: reduce_loops(x, (2, 3), "max"), (normal((2, 3, 4, 2)),)),
     ]
 
 

@@ -285,6 +285,12 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "clipped_relu": {"ceiling": 6.0},
     "fully_connected": {"output_size": 3},
     "padding": {"padding": (1, 1, 1, 1)},
+    "channel_shuffle": {"groups": 2}, "channel_slice": {"start": 0, "stop": 2}, "reduce": {"axes": (1, 2)},
+    "cropping": {"cropping": (1, 1, 1, 1)},
+    "resize": {"scale": (2, 2)},
+    "transposed_convolution1d": {"filter_size": 2, "num_filters": 2},
+    "transposed_convolution2d": {"filter_size": 2, "num_filters": 2},
+    "transposed_convolution3d": {"filter_size": 2, "num_filters": 2},
 }
 JUNK = [None, "", "x", "SAME", 1.5, -1, 0, 2 ** 70, float("nan"), float("inf"), float("-inf"), [],
         [1, 2, 3, 4, 5, 6, 7], {}, True, b"x", [None], [[1, 2], [3]], np.zeros((2, 2, 2)), np.array("x"),

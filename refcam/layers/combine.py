@@ -1,8 +1,18 @@
-"""N-ary layers: ``additionLayer`` and ``depthConcatenationLayer``.
+"""N-ary layers: ``additionLayer``, ``multiplicationLayer`` and ``depthConcatenationLayer``.
 
 Addition (:func:`refcam.ops.combine.add`), all inputs of one shape::
 
     y = x_1 + x_2 + ... + x_n
+
+Multiplication (:func:`refcam.ops.combine.multiply`), element-wise with size-1
+axes broadcast: every input has the same number of axes ``(C, *S)`` and on
+each axis size 1 or the output's size (the one size other than 1 there)::
+
+    y = x_1 * x_2 * ... * x_n        e.g. a squeeze-and-excitation gate (C, 1, 1) * (C, H, W)
+
+A free axis (None, a sequence's time) is taken to be 1 or the output's size;
+the output axis is None when no input fixes it, and ``forward`` checks the
+real sizes.
 
 Depth concatenation (:func:`refcam.ops.combine.concat`), inputs of one spatial
 shape, channels stacked in input order::
@@ -70,6 +80,48 @@ class AdditionLayer(MultiInputLayer):
     def describe(self) -> str:
         """``Element-wise addition of 2 inputs``."""
         return f"Element-wise addition{self._count_text()}"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class MultiplicationLayer(MultiInputLayer):
+    """MATLAB ``multiplicationLayer(numInputs)``: ``y = x_1 * ... * x_n`` element-wise, size-1 axes broadcast.
+
+    MATLAB asks for inputs of one size or "the same across at least one
+    dimension with other dimensions as singleton dimensions"; refcam takes any
+    size-1 broadcast (ONNX ``Mul``, Keras ``Multiply``), which includes both.
+    """
+
+    kind = "multiplication"
+    type = "Multiplication"
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int | None, ...]:
+        """The broadcast shape: per axis the one size other than 1 (None when only free or 1)."""
+        check_input_count(self, shapes)
+        shapes = tuple(tuple(s) for s in shapes)
+        if len({len(s) for s in shapes}) != 1:
+            raise LayerShapeError(
+                f"{describe_owner(self)} multiplies inputs with one number of axes (C, *S); found shapes "
+                f"{list(shapes)}.")
+        out: list[int | None] = []
+        for axis, sizes in enumerate(zip(*shapes)):
+            stretched = {n for n in sizes if n is not None and n != 1}
+            if len(stretched) > 1:
+                raise LayerShapeError(
+                    f"{describe_owner(self)} multiplies element-wise, broadcasting axes of size 1; found shapes "
+                    f"{list(shapes)}, whose axis {axis} has sizes {list(sizes)}: on every axis each input must "
+                    "have size 1 or the one size the others have.")
+            out.append(stretched.pop() if stretched else (None if None in sizes else 1))
+        return tuple(out)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``combine.multiply(xs)``."""
+        self.output_shape(*(x.shape[1:] for x in xs))
+        return combine.multiply(xs)
+
+    def describe(self) -> str:
+        """``Element-wise multiplication of 2 inputs``."""
+        return f"Element-wise multiplication{self._count_text()}"
 
 
 @register

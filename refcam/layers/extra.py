@@ -1,16 +1,34 @@
-"""Layers that importers need beyond MATLAB's core set: sigmoid, tanh, constant padding, scaling.
+"""Layers that importers need beyond MATLAB's core set: sigmoid, tanh, hard sigmoid, hard swish,
+erf, constant padding, scaling.
 
 All take ``(B, C, *S)`` Tensors and call :mod:`refcam.ops`::
 
-    Sigmoid   y = 1 / (1 + exp(-x))                        (MATLAB sigmoidLayer)
-    Tanh      y = tanh(x)                                  (MATLAB tanhLayer)
+    Sigmoid       y = 1 / (1 + exp(-x))                    (MATLAB sigmoidLayer)
+    Tanh          y = tanh(x)                              (MATLAB tanhLayer)
+    Hard Sigmoid  y = max(0, min(1, alpha x + beta))       (ONNX HardSigmoid; alpha 0.2, beta 0.5)
+    Hard Swish    y = x max(0, min(1, alpha x + beta))     (ONNX HardSwish, PyTorch Hardswish;
+                                                            alpha 1/6, beta 0.5)
+    Erf           y = erf(x)                               (ONNX Erf)
     Padding   y = x with padding[i] cells of ``value`` before (i < N) or after (i >= N)
               spatial axis i mod N; out_i = S_i + begin_i + end_i
                                                            (Keras ZeroPadding1D/2D/3D, ONNX Pad)
     Scaling   y = x * scale + offset                       (Keras Rescaling, ONNX Mul/Add/Sub/Div
                                                             by constants; MATLAB scalingLayer)
 
-All four are smooth everywhere (padding and scaling are affine). ``padding`` is
+Sigmoid, tanh, erf, padding and scaling are smooth everywhere (padding and
+scaling are affine); the hard sigmoid and hard swish have kinks where
+``alpha x + beta`` is 0 or 1, with PyTorch's derivative there
+(:mod:`refcam.ops.activation`). ``alpha`` and ``beta`` are any finite numbers
+(0 and negative included, as ONNX allows; bools, strings, NaN and Inf raise
+LayerConfigError).
+
+Hard-sigmoid constants differ between frameworks; give them explicitly when
+importing: ONNX ``HardSigmoid`` defaults to alpha 0.2, beta 0.5, as does
+tf-keras 2.x ``hard_sigmoid`` (``clip(0.2 x + 0.5, 0, 1)``); PyTorch
+``Hardsigmoid`` is ``relu6(x + 3) / 6`` (alpha 1/6, beta 0.5), as is Keras 3
+``hard_sigmoid``. ONNX ``HardSwish`` (no attributes), PyTorch ``Hardswish``
+and Keras 3 ``hard_swish``/``hard_silu`` are all ``x relu6(x + 3) / 6``
+(alpha 1/6, beta 0.5). ``padding`` is
 in refcam's internal order ``(begins..., ends...)``, integers from 0 to
 ``MAX_WINDOW_PROPERTY`` (2**16); ``describe()`` shows it in MATLAB's per-axis
 ``[begin end]`` order like the convolution layers do. ``value`` is a finite
@@ -78,6 +96,85 @@ class TanhLayer(SameShapeLayer):
     def describe(self) -> str:
         """``Hyperbolic tangent``."""
         return "Hyperbolic tangent"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class HardSigmoidLayer(SameShapeLayer):
+    """``y = max(0, min(1, alpha x + beta))``; MATLAB has no such layer: this is ONNX ``HardSigmoid``.
+
+    Defaults alpha 0.2, beta 0.5 are ONNX's (and tf-keras 2.x ``hard_sigmoid``'s);
+    PyTorch ``nn.Hardsigmoid`` and Keras 3 ``hard_sigmoid`` are alpha 1/6, beta 0.5.
+    """
+
+    alpha: float = 0.2
+    beta: float = 0.5
+
+    kind = "hard_sigmoid"
+    type = "Hard Sigmoid"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.alpha = finite_float(self, "alpha", self.alpha)
+        self.beta = finite_float(self, "beta", self.beta)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``activation.hard_sigmoid(x, alpha, beta)``."""
+        (x,) = xs
+        return activation.hard_sigmoid(x, alpha=self.alpha, beta=self.beta)
+
+    def describe(self) -> str:
+        """``Hard sigmoid with alpha 0.2 and beta 0.5``."""
+        return f"Hard sigmoid with alpha {scalar2str(self.alpha)} and beta {scalar2str(self.beta)}"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class HardSwishLayer(SameShapeLayer):
+    """``y = x max(0, min(1, alpha x + beta))``; MATLAB has no such layer: this is ONNX ``HardSwish``.
+
+    Defaults alpha 1/6, beta 0.5 give ``x relu6(x + 3) / 6``: ONNX ``HardSwish``
+    (which has no attributes), PyTorch ``nn.Hardswish``, Keras 3
+    ``hard_swish``/``hard_silu`` (MobileNetV3).
+    """
+
+    alpha: float = 1.0 / 6.0
+    beta: float = 0.5
+
+    kind = "hard_swish"
+    type = "Hard Swish"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.alpha = finite_float(self, "alpha", self.alpha)
+        self.beta = finite_float(self, "beta", self.beta)
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``activation.hard_swish(x, alpha, beta)``."""
+        (x,) = xs
+        return activation.hard_swish(x, alpha=self.alpha, beta=self.beta)
+
+    def describe(self) -> str:
+        """``Hard swish with alpha 0.16667 and beta 0.5``."""
+        return f"Hard swish with alpha {scalar2str(self.alpha)} and beta {scalar2str(self.beta)}"
+
+
+@register
+@dataclass(eq=False, kw_only=True)
+class ErfLayer(SameShapeLayer):
+    """``y = erf(x)``; MATLAB has no such layer: this is ONNX ``Erf`` (torch's exact-GELU export uses it)."""
+
+    kind = "erf"
+    type = "Erf"
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """``activation.erf(x)``."""
+        (x,) = xs
+        return activation.erf(x)
+
+    def describe(self) -> str:
+        """``Error function``."""
+        return "Error function"
 
 
 @register

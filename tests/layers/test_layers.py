@@ -639,8 +639,8 @@ def test_registry_kinds_types_and_json_properties(rng):
     import refcam.layers as layers_module
     matlab_set = {cls for cls in vars(layers_module).values()
                   if isinstance(cls, type) and issubclass(cls, Layer) and cls.kind
-                  and cls.__module__ != "refcam.layers.extra"}  # extra: layers MATLAB lacks
-    assert len(matlab_set) == 32
+                  and cls.__module__ not in ("refcam.layers.extra", "refcam.layers.shape")}  # layers MATLAB lacks
+    assert len(matlab_set) == 33 + 2 + 4  # + swish, gelu; resize, transposed convolution 1-D/2-D/3-D
     for cls in matlab_set:
         assert LAYER_KINDS[cls.kind] is cls and cls.type and "MATLAB" in cls.__doc__
     for layer in digits_regression_layers(rng) + [case[0] for case in float32_cases(rng)]:

@@ -16,6 +16,21 @@ from tests.tolerances import CROSS, F32, F64
 SHAPES = [(3, 4), (2, 3, 5), (2, 3, 4, 3), (1, 2, 3, 2, 2)]  # (B, C, *spatial), 0..3 spatial axes
 CEILING = 1.5
 LEAK = 0.2
+# hard functions: the defaults, and coefficients whose kinks (alpha x + beta = 0 or 1) fall inside [-3, 3]
+HARD_SIGMOID_DEFAULT = (0.2, 0.5)         # kinks at x = -2.5 and 2.5
+HARD_SWISH_DEFAULT = (1.0 / 6.0, 0.5)     # kinks at x = -3 and 3
+HARD_GENERAL = (-0.7, 0.3)                # decreasing: kinks at x = 3/7 (u = 0) and -1 (u = 1)
+SQRT2 = math.sqrt(2.0)
+GELU_K, GELU_C = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def hard_kinks(alpha: float, beta: float) -> tuple[float, float]:
+    """The x where ``alpha x + beta`` is 0 and 1."""
+    return (-beta / alpha, (1.0 - beta) / alpha)
+
+
+def clip01(v: float) -> float:
+    return min(max(0.0, v), 1.0)
 
 
 def off_kinks(rng: np.random.Generator, shape: tuple[int, ...], kinks: tuple[float, ...],
@@ -42,7 +57,23 @@ ELEMENTWISE = {
                      lambda v: min(max(0.0, v), CEILING), (0.0, CEILING)),
     "sigmoid": (activation.sigmoid, lambda v: 1.0 / (1.0 + math.exp(-v)), ()),
     "tanh": (activation.tanh, math.tanh, ()),
+    "swish": (activation.swish, lambda v: v / (1.0 + math.exp(-v)), ()),
+    "gelu": (activation.gelu, lambda v: 0.5 * v * (1.0 + math.erf(v / SQRT2)), ()),
+    "gelu[tanh]": (lambda x: activation.gelu(x, approximation="tanh"),
+                   lambda v: 0.5 * v * (1.0 + math.tanh(GELU_K * (v + GELU_C * v ** 3))), ()),
+    "hard_sigmoid": (activation.hard_sigmoid, lambda v: clip01(0.2 * v + 0.5), hard_kinks(*HARD_SIGMOID_DEFAULT)),
+    "hard_sigmoid[general]": (lambda x: activation.hard_sigmoid(x, *HARD_GENERAL),
+                              lambda v: clip01(HARD_GENERAL[0] * v + HARD_GENERAL[1]), hard_kinks(*HARD_GENERAL)),
+    "hard_swish": (activation.hard_swish, lambda v: v * clip01(v / 6.0 + 0.5), hard_kinks(*HARD_SWISH_DEFAULT)),
+    "hard_swish[general]": (lambda x: activation.hard_swish(x, *HARD_GENERAL),
+                            lambda v: v * clip01(HARD_GENERAL[0] * v + HARD_GENERAL[1]), hard_kinks(*HARD_GENERAL)),
+    "erf": (activation.erf, math.erf, ()),
 }
+
+
+def op_name(case: str) -> str:
+    """The recorded op of a case: ``gelu[tanh]`` is op ``gelu`` with an option."""
+    return case.split("[")[0]
 
 
 @pytest.mark.parametrize("name", sorted(ELEMENTWISE))
@@ -130,7 +161,7 @@ def test_float32_in_float32_out(name, rng):
 def test_records_one_node_and_nothing_without_grad(name, rng):
     x = rng.standard_normal((2, 3))
     op = OPS_BY_NAME[name]
-    assert [n.op for n in graph_nodes(op(Tensor(x, requires_grad=True)))] == [name]
+    assert [n.op for n in graph_nodes(op(Tensor(x, requires_grad=True)))] == [op_name(name)]
     assert op(Tensor(x)).node is None
 
 
@@ -144,6 +175,16 @@ def torch_ops(torch):
         "sigmoid": torch.sigmoid,
         "tanh": torch.tanh,
         "softmax": lambda t: functional.softmax(t, dim=1),
+        "swish": functional.silu,
+        "gelu": functional.gelu,
+        "gelu[tanh]": lambda t: functional.gelu(t, approximate="tanh"),
+        # torch has no hard sigmoid with free coefficients; hardtanh's derivative is 0 at both ends,
+        # as F.hardsigmoid's (test_hard_kinks_match_torch); F.hardsigmoid itself: test_hardsigmoid_matches_torch
+        "hard_sigmoid": lambda t: functional.hardtanh(0.2 * t + 0.5, 0.0, 1.0),
+        "hard_sigmoid[general]": lambda t: functional.hardtanh(HARD_GENERAL[0] * t + HARD_GENERAL[1], 0.0, 1.0),
+        "hard_swish": functional.hardswish,
+        "hard_swish[general]": lambda t: t * functional.hardtanh(HARD_GENERAL[0] * t + HARD_GENERAL[1], 0.0, 1.0),
+        "erf": torch.erf,
     }
 
 
@@ -164,3 +205,124 @@ def test_matches_torch(name, shape, rng, torch):
     [grad_refcam] = grad(y_refcam, [x_refcam], g)
     np.testing.assert_allclose(y_refcam.data, y_torch.detach().numpy(), **CROSS)
     np.testing.assert_allclose(grad_refcam, x_torch.grad.numpy(), **CROSS)
+
+
+# --- the kinks of the hard functions, and F.hardsigmoid itself, against torch --------------------
+def torch_value_and_grad(torch, fn, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x_torch = torch.tensor(x, requires_grad=True)
+    y_torch = fn(x_torch)
+    y_torch.backward(torch.tensor(g))
+    return y_torch.detach().numpy(), x_torch.grad.numpy()
+
+
+def refcam_value_and_grad(op, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x_refcam = Tensor(x, requires_grad=True)
+    y_refcam = op(x_refcam)
+    [grad_refcam] = grad(y_refcam, [x_refcam], g)
+    return y_refcam.data, grad_refcam
+
+
+def standard_hard_sigmoid_of_u(torch, alpha: float, beta: float):
+    """``F.hardsigmoid(6 u - 3)``, ``u = alpha x + beta``: torch's own hard sigmoid after a change of variable."""
+    return lambda t: torch.nn.functional.hardsigmoid(6.0 * (alpha * t + beta) - 3.0)
+
+
+@pytest.mark.crosscheck
+@pytest.mark.parametrize("alpha, beta", [HARD_SWISH_DEFAULT, (0.25, 0.5), (-0.5, 0.5), (2.0, -1.0)])
+def test_hard_kinks_match_torch(alpha, beta, torch):
+    """At ``alpha x + beta = 0`` and ``= 1``: hard sigmoid 0 and 0, hard swish 0 and 1, as torch's autograd.
+
+    The coefficients put the kinks at exact binary numbers, so ``6 u - 3`` is exactly -3 or 3 there.
+    """
+    kinks = np.array(hard_kinks(alpha, beta))
+    assert np.array_equal(alpha * kinks + beta, [0.0, 1.0])
+    ones = np.ones(2)
+    sigmoid_torch = standard_hard_sigmoid_of_u(torch, alpha, beta)
+    _, expected_sigmoid = torch_value_and_grad(torch, sigmoid_torch, kinks, ones)
+    _, expected_swish = torch_value_and_grad(torch, lambda t: t * sigmoid_torch(t), kinks, ones)
+    _, sigmoid_grad = refcam_value_and_grad(lambda t: activation.hard_sigmoid(t, alpha, beta), kinks, ones)
+    _, swish_grad = refcam_value_and_grad(lambda t: activation.hard_swish(t, alpha, beta), kinks, ones)
+    np.testing.assert_array_equal(sigmoid_grad, [0.0, 0.0])
+    np.testing.assert_array_equal(swish_grad, [0.0, 1.0])
+    np.testing.assert_array_equal(sigmoid_grad, expected_sigmoid)
+    np.testing.assert_array_equal(swish_grad, expected_swish)
+    if (alpha, beta) == HARD_SWISH_DEFAULT:   # torch's own functions at x = -3 and 3
+        _, torch_sigmoid_grad = torch_value_and_grad(torch, torch.nn.functional.hardsigmoid, kinks, ones)
+        _, torch_swish_grad = torch_value_and_grad(torch, torch.nn.functional.hardswish, kinks, ones)
+        np.testing.assert_array_equal(sigmoid_grad, torch_sigmoid_grad)
+        np.testing.assert_array_equal(swish_grad, torch_swish_grad)
+
+
+# torch 2.13's CPU hardsigmoid backward multiplies by 1/6 rounded to float32, even in float64
+TORCH_HARDSIGMOID_SLOPE = float(np.float32(1.0 / 6.0))
+
+
+@pytest.mark.crosscheck
+@pytest.mark.parametrize("shape", SHAPES)
+def test_hardsigmoid_matches_torch(shape, rng, torch):
+    """``F.hardsigmoid`` = ``hard_sigmoid(x, 1/6, 0.5)``; torch's slope is the float32 1/6 (rescaled here)."""
+    x = rng.standard_normal(shape) * 3.0
+    x[..., 0] = 3.0
+    if shape[-1] > 1:
+        x[..., 1] = -3.0
+    g = rng.standard_normal(shape)
+    y_torch, grad_torch = torch_value_and_grad(torch, torch.nn.functional.hardsigmoid, x, g)
+    y, grad_x = refcam_value_and_grad(lambda t: activation.hard_sigmoid(t, *HARD_SWISH_DEFAULT), x, g)
+    np.testing.assert_allclose(y, y_torch, **CROSS)
+    np.testing.assert_allclose(grad_x, grad_torch * ((1.0 / 6.0) / TORCH_HARDSIGMOID_SLOPE), **CROSS)
+
+
+# --- large |x|: no overflow, the right limits, relative accuracy in the tails --------------------
+HUGE = np.array([-1.7e308, -1e200, -1e30, -1e3, 1e3, 1e30, 1e200, 1.7e308])
+LIMITS = {  # (y for x -> -inf, y for x -> +inf, dy/dx at both ends); "x": y = x
+    "swish": (0.0, "x", (0.0, 1.0)),
+    "gelu": (0.0, "x", (0.0, 1.0)),
+    "gelu[tanh]": (0.0, "x", (0.0, 1.0)),
+    "hard_sigmoid": (0.0, 1.0, (0.0, 0.0)),
+    "hard_swish": (0.0, "x", (0.0, 1.0)),
+    "erf": (-1.0, 1.0, (0.0, 0.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_large_inputs_do_not_overflow_and_reach_the_limits(name):
+    op = ELEMENTWISE[name][0]
+    low, high, (slope_low, slope_high) = LIMITS[name]
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y, grad_x = refcam_value_and_grad(op, HUGE, np.ones_like(HUGE))
+    negative = HUGE < 0
+    np.testing.assert_array_equal(y[negative], low)
+    np.testing.assert_array_equal(y[~negative], HUGE[~negative] if high == "x" else high)
+    np.testing.assert_array_equal(grad_x[negative], slope_low)
+    np.testing.assert_array_equal(grad_x[~negative], slope_high)
+
+
+def test_smooth_activations_keep_relative_accuracy_in_the_negative_tail():
+    """Where ``1 + erf`` or ``1 + tanh`` would cancel to 0, refcam's values keep every digit."""
+    x = np.array([-12.0, -10.0, -5.0, -2.0])  # gelu[tanh] underflows to -0 below about -15
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        swish = activation.swish(Tensor(x)).data
+        gelu = activation.gelu(Tensor(x)).data
+        gelu_tanh = activation.gelu(Tensor(x), approximation="tanh").data
+    z = GELU_K * (x + GELU_C * x ** 3)
+    expected = {
+        "swish": scalar_map(lambda v: v * math.exp(v) / (1.0 + math.exp(v)), x),
+        "gelu": scalar_map(lambda v: 0.5 * v * math.erfc(-v / SQRT2), x),
+        "gelu[tanh]": x * scalar_map(lambda v: math.exp(v) / (1.0 + math.exp(v)), 2.0 * z),  # (1 + tanh z)/2
+    }
+    for name, found in {"swish": swish, "gelu": gelu, "gelu[tanh]": gelu_tanh}.items():
+        assert np.all(found < 0.0), name
+        np.testing.assert_allclose(found, expected[name], rtol=F64["rtol"], atol=0.0, err_msg=name)
+
+
+def test_gelu_rejects_unknown_approximations():
+    for bad in ["erf", "TANH", "", None]:
+        with pytest.raises(LayerConfigError, match="approximation"):
+            activation.gelu(Tensor(np.zeros(2)), approximation=bad)
+
+
+@pytest.mark.parametrize("op", [activation.hard_sigmoid, activation.hard_swish])
+def test_hard_functions_reject_non_finite_coefficients(op):
+    for alpha, beta in [(math.nan, 0.5), (0.2, math.inf), (-math.inf, 0.0)]:
+        with pytest.raises(LayerConfigError, match="finite alpha and beta"):
+            op(Tensor(np.zeros(2)), alpha, beta)
