@@ -3,6 +3,7 @@
 >>> import refcam                                        # doctest: +SKIP
 >>> net = refcam.load("net.h5")                          # doctest: +SKIP
 >>> score_map, feature_layer, reduction_layer = refcam.gradcam(net, image, "cat")  # doctest: +SKIP
+>>> net = refcam.from_torch(model.eval(), torch.zeros(1, 3, 224, 224))             # doctest: +SKIP
 """
 from . import golden
 from .autodiff import Tensor
@@ -10,10 +11,11 @@ from .cam.gradcam import GradCAMResult, gradcam
 from .cam.resize import imresize, imresize3, rescale
 from .compare import compare
 from .errors import RefcamError
+from .interop import from_torch
 from .io import load, save
 from .network import Network
 
 __version__ = "0.1.0"
 
-__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "compare", "golden", "gradcam",
-           "imresize", "imresize3", "load", "rescale", "save"]
+__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "compare", "from_torch", "golden",
+           "gradcam", "imresize", "imresize3", "load", "rescale", "save"]

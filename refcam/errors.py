@@ -131,6 +131,10 @@ class ExternalReferenceError(UnsafeContentError):
     dataset, ONNX external data outside the model's folder); refused."""
 
 
+class ModelConversionError(RefcamError, ValueError):
+    """A model from another framework cannot be converted as given (not a model, in training mode, several outputs)."""
+
+
 class SizeLimitError(RefcamError, ValueError):
     """A tensor or network is larger than refcam's documented size limits (docs/security.md)."""
 

@@ -21,7 +21,8 @@ convolution layer (any of 1-D, 2-D, 3-D, grouped) with weights, when that
 batch normalisation is the convolution's only consumer. The fused layer takes
 the **batch-normalisation layer's name** (so feature layers such as
 ``res5b_relu`` and every downstream connection are unchanged) and the
-convolution's inputs; the convolution's own name disappears from the network.
+convolution's inputs; the convolution's own name disappears from the network
+(with any alias of it; the other aliases are kept).
 All other layers are shared with the original network, which is not modified.
 """
 from __future__ import annotations
@@ -89,4 +90,5 @@ def fuse_batchnorm(net: Network) -> Network:
             layer = dataclasses.replace(conv_layer, name=layer.name, inputs=conv_layer.inputs,
                                         weights=weights, bias=bias)
         layers.append(layer)
-    return Network(layers, name=net.name)
+    aliases = {alias: target for alias, target in net.aliases.items() if target not in absorbed}
+    return Network(layers, name=net.name, aliases=aliases)

@@ -42,6 +42,18 @@ replaced by a fresh leaf ``Tensor(data, requires_grad=True)``: the layers
 upstream of ``L`` run on constants and record nothing, and the recorded graph
 (the tape) holds exactly the operations of the layers downstream of ``L``.
 
+Aliases
+-------
+A network may carry **aliases**: other names for some of its layers, e.g.
+``{"layer4": "layer4.1.relu_1"}`` for a network converted from PyTorch
+(:func:`refcam.from_torch`), where ``layer4`` is a container module whose output
+is that layer's. Every lookup by name (:meth:`Network.layer`,
+:meth:`forward_tensors`, :meth:`activations`, ``refcam.gradcam``'s
+``feature_layer`` and ``reduction_layer``) accepts an alias and uses its layer
+(:meth:`Network.resolve`). An alias is a non-empty string that is no layer's
+name and names an existing layer (NetworkError otherwise); refcam's HDF5 file
+keeps them (``docs/hdf5-format.md``).
+
 Layouts: ``forward_tensors`` takes and returns refcam's internal
 ``(B, C, *spatial)`` Tensors. ``predict`` and ``activations`` take the caller's
 array and format and convert it with :mod:`refcam.layout` (the input layer
@@ -52,7 +64,8 @@ from __future__ import annotations
 import copy
 import heapq
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
 
 from .autodiff import Tensor
 from .errors import (CycleError, DuplicateLayerNameError, InputError, InputLayerError,
@@ -62,6 +75,7 @@ from .backend import is_cupy_array, to_device
 from .layers.base import Layer
 from .layers.common import CONSTANT_CACHE, check_elements, stage_parameters
 from .layout import to_internal
+from .network_display import alias_table, connection_table, layer_table
 
 Shape = tuple[int, ...]
 
@@ -78,6 +92,8 @@ class Network:
         with ``inputs`` filled in (the objects passed in are not modified).
     name : str, optional
         A label for displays.
+    aliases : mapping of str to str, optional
+        Other names for layers, ``{alias: layer name}`` (module docstring).
 
     Raises
     ------
@@ -92,7 +108,8 @@ class Network:
     (1, 10)
     """
 
-    def __init__(self, layers: Sequence[Layer], name: str | None = None) -> None:
+    def __init__(self, layers: Sequence[Layer], name: str | None = None,
+                 aliases: Mapping[str, str] | None = None) -> None:
         listed = list(layers)
         _check_unique_names(listed)
         connected = _connect_series(listed)
@@ -101,6 +118,7 @@ class Network:
         _check_input_counts(connected)
         self._layers = _topological_order(connected)
         self._by_name = {layer.name: layer for layer in self._layers}
+        self._aliases = _checked_aliases(aliases or {}, self._by_name)
         self._consumers = _consumers(self._layers)
         _check_one_output(self._layers, self._consumers)
         self.name = name
@@ -117,12 +135,30 @@ class Network:
         """Names of the layers in topological order."""
         return [layer.name for layer in self._layers]
 
+    @property
+    def aliases(self) -> Mapping[str, str]:
+        """Other names for layers, ``{alias: layer name}`` (read-only; empty for most networks)."""
+        return MappingProxyType(self._aliases)
+
+    def resolve(self, name: str) -> str:
+        """The name of the layer that ``name`` (a layer name or an alias) stands for.
+
+        Raises LayerNotFoundError listing the layer names (and the aliases).
+
+        >>> net.resolve("layer4")     # doctest: +SKIP
+        'layer4.1.relu_1'
+        """
+        if name in self._by_name:
+            return name
+        if isinstance(name, str) and name in self._aliases:
+            return self._aliases[name]
+        aliases = f"; its aliases are {dict(self._aliases)}" if self._aliases else ""
+        raise LayerNotFoundError(f"the network has no layer named {name!r}; its layers are "
+                                 f"{self.layer_names}{aliases}.")
+
     def layer(self, name: str) -> Layer:
-        """The layer called ``name``; raises LayerNotFoundError listing the valid names."""
-        if name not in self._by_name:
-            raise LayerNotFoundError(
-                f"the network has no layer named {name!r}; its layers are {self.layer_names}.")
-        return self._by_name[name]
+        """The layer called ``name`` (or aliased ``name``); raises LayerNotFoundError listing the valid names."""
+        return self._by_name[self.resolve(name)]
 
     @property
     def input_layer(self) -> Layer:
@@ -154,11 +190,13 @@ class Network:
 
     def upstream(self, name: str) -> set[str]:
         """Names of every layer that layer ``name`` depends on (not itself)."""
-        return _reachable([self.layer(name).name], lambda n: self._by_name[n].inputs) - {name}
+        layer_name = self.resolve(name)
+        return _reachable([layer_name], lambda n: self._by_name[n].inputs) - {layer_name}
 
     def downstream(self, name: str) -> set[str]:
         """Names of every layer that depends on layer ``name`` (not itself)."""
-        return _reachable([self.layer(name).name], lambda n: self._consumers[n]) - {name}
+        layer_name = self.resolve(name)
+        return _reachable([layer_name], lambda n: self._consumers[n]) - {layer_name}
 
     # -- shapes -----------------------------------------------------------------
     @property
@@ -230,7 +268,8 @@ class Network:
         Returns
         -------
         dict
-            ``{name: Tensor}`` for each of ``outputs`` (and ``grad_from``).
+            ``{name: Tensor}`` for each of ``outputs`` (and ``grad_from``), keyed
+            by the names as given (an alias keys its layer's output).
 
         Before the first layer runs, the parameters of the layers to run that
         are on the other device than ``x`` are copied to its device (in its
@@ -241,9 +280,9 @@ class Network:
         >>> out = net.forward_tensors(x, ["fc"], grad_from="relu_4")   # doctest: +SKIP
         >>> grad(out["fc"].sum(), [out["relu_4"]])                      # doctest: +SKIP
         """
-        wanted = [self.layer(name).name for name in outputs]
-        if grad_from is not None:
-            wanted.append(self.layer(grad_from).name)
+        requested = list(outputs) + ([grad_from] if grad_from is not None else [])
+        wanted = [self.resolve(name) for name in requested]
+        grad_from = None if grad_from is None else self.resolve(grad_from)
         x = x if isinstance(x, Tensor) else Tensor(x)
         self._check_input_tensor(x.shape)
         needed = _reachable(wanted, lambda n: self._by_name[n].inputs)
@@ -265,7 +304,7 @@ class Network:
                 remaining_uses[source] -= 1
                 if remaining_uses[source] == 0 and source not in wanted:
                     values.pop(source, None)
-        return {name: values[name] for name in wanted}
+        return {name: values[layer_name] for name, layer_name in zip(requested, wanted)}
 
     def predict(self, x: Any, format: str | None = None, dtype: Any = "float64") -> Any:
         """Run the whole network on the caller's array ``x`` and return the last layer's output.
@@ -313,7 +352,8 @@ class Network:
 
         >>> gpu_net = net.to_device("gpu")     # doctest: +SKIP
         """
-        return Network([_layer_on_device(layer, device) for layer in self._layers], name=self.name)
+        return Network([_layer_on_device(layer, device) for layer in self._layers], name=self.name,
+                       aliases=self._aliases)
 
     # -- display ------------------------------------------------------------------
     def __str__(self) -> str:
@@ -321,6 +361,8 @@ class Network:
         text = layer_table(self._layers)
         if not self.is_series:
             text += "\n\n" + connection_table(self.connections)
+        if self._aliases:
+            text += "\n\n" + alias_table(self._aliases)
         return text
 
     def __repr__(self) -> str:
@@ -331,47 +373,6 @@ class Network:
         """True when each layer takes its input from the layer just before it (a chain)."""
         return all(layer.inputs == (previous.name,)
                    for previous, layer in zip(self._layers, self._layers[1:]))
-
-
-# --- display helpers ---------------------------------------------------------------
-INDEX_WIDTH = 6
-COLUMN_GAP = "   "
-
-
-def layer_table(layers: Sequence[Layer]) -> str:
-    """The text MATLAB shows for a layer array::
-
-          2x1 Layer array with layers:
-
-             1   'input'   Image Input   28x28x1 images with 'zerocenter' normalization
-             2   'relu'    ReLU          ReLU
-
-    Index right-aligned in 6 columns, then quoted names, types and
-    descriptions, columns separated by 3 spaces and padded to the widest entry.
-    """
-    names = [f"'{layer.name}'" for layer in layers]
-    types = [type(layer).type for layer in layers]
-    name_width = max(map(len, names))
-    type_width = max(map(len, types))
-    rows = [f"{index:>{INDEX_WIDTH}}{COLUMN_GAP}{name:<{name_width}}{COLUMN_GAP}"
-            f"{kind:<{type_width}}{COLUMN_GAP}{layer.describe()}".rstrip()
-            for index, (name, kind, layer) in enumerate(zip(names, types, layers), start=1)]
-    return f"  {len(layers)}x1 Layer array with layers:\n\n" + "\n".join(rows)
-
-
-def connection_table(connections: Sequence[tuple[str, str]]) -> str:
-    """The edges as MATLAB's ``net.Connections`` table (Source, Destination)::
-
-          3x2 Connections:
-
-             Source     Destination
-             'input'    'conv'
-    """
-    sources = ["Source"] + [f"'{source}'" for source, _ in connections]
-    width = max(map(len, sources))
-    rows = [f"{' ' * INDEX_WIDTH}{source:<{width}}{COLUMN_GAP}{destination}"
-            for source, destination in zip(sources, ["Destination"] + [f"'{d}'" for _, d in connections])]
-    return f"  {len(connections)}x2 Connections:\n\n" + "\n".join(rows)
 
 
 def _layer_on_device(layer: Layer, device: str) -> Layer:
@@ -434,6 +435,22 @@ def _check_input_counts(layers: Sequence[Layer]) -> None:
             raise NetworkError(
                 f"{_describe(layer)} takes {need} but has {count} ({list(layer.inputs)}); "
                 "fix its inputs=.")
+
+
+def _checked_aliases(aliases: Mapping[str, str], by_name: dict[str, Layer]) -> dict[str, str]:
+    """``aliases`` as a plain dict, after checking each is a new non-empty name for an existing layer."""
+    checked = {}
+    for alias, target in dict(aliases).items():
+        if not isinstance(alias, str) or not alias or not isinstance(target, str):
+            raise NetworkError(f"alias {alias!r} -> {target!r}: an alias and its layer are non-empty strings.")
+        if alias in by_name:
+            raise NetworkError(f"alias {alias!r} -> {target!r} is already the name of a layer; an alias must be "
+                               "a new name. Drop it or rename it.")
+        if target not in by_name:
+            raise NetworkError(f"alias {alias!r} names {target!r}, which is not a layer of the network; the "
+                               f"layers are {list(by_name)}.")
+        checked[alias] = target
+    return checked
 
 
 def _check_one_input_layer(layers: Sequence[Layer]) -> None:

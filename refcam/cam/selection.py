@@ -20,13 +20,15 @@ from ..network import Network
 
 
 def check_layer_name(net: Network, name: str, role: str) -> str:
-    """Return ``name`` if it is a layer of ``net``; otherwise raise naming the valid layers."""
-    names = [layer.name for layer in net.layers]
-    if name not in names:
+    """The layer ``name`` stands for (itself, or the layer of an alias); otherwise raise naming the valid names."""
+    try:
+        return net.resolve(name)
+    except LayerNotFoundError:
+        aliases = ", ".join(f"{alias!r} (-> {target!r})" for alias, target in net.aliases.items())
         raise LayerNotFoundError(
             f"{role} {name!r} is not a layer of this network; valid layer names are: "
-            + ", ".join(repr(n) for n in names) + ".")
-    return name
+            + ", ".join(repr(n) for n in net.layer_names) + (f"; aliases: {aliases}" if aliases else "")
+            + ".") from None
 
 
 def default_reduction_layer(net: Network) -> str:

@@ -8,6 +8,8 @@ or C++ code can produce a valid file from it alone). In short::
                                        refcam_version, name (strings)
                                        topology (JSON string, layers in
                                        topological order)
+                                       aliases (optional JSON string,
+                                       {alias: layer name})
     /weights/<layer>/<param>   float32 or float64 datasets in refcam's internal
                                layout (conv weight (F, C/groups, *kernel), ...)
 
@@ -64,6 +66,7 @@ WEIGHTS_GROUP = "weights"
 WEIGHT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 ROOT_STRING_ATTRIBUTES = ("format", "refcam_version", "name", "topology")
 LAYER_ENTRY_KEYS = ("name", "kind", "inputs", "properties")
+ALIASES_ATTRIBUTE = "aliases"   # optional: written only for a network with aliases
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # What h5py raises when the file's metadata is damaged (KeyError: an object cannot be opened).
@@ -115,6 +118,8 @@ def save(net: "Network", path: str | os.PathLike) -> None:
         f.attrs["refcam_version"] = __version__
         f.attrs["name"] = net.name or ""
         f.attrs["topology"] = topology
+        if net.aliases:
+            f.attrs[ALIASES_ATTRIBUTE] = json.dumps(dict(net.aliases), ensure_ascii=False)
         weights_group = f.create_group(WEIGHTS_GROUP, track_order=True)
         for layer_name, arrays in weights:
             if not arrays:
@@ -269,6 +274,7 @@ def read_network(root: h5py.Group, source: str, *,
     try:
         attrs = _read_root_attributes(root, source)
         entries = parse_topology(attrs["topology"], source)
+        aliases = read_aliases(root, [entry["name"] for entry in entries], source)
         classes = {entry["name"]: _layer_class(entry, source) for entry in entries}
         _check_root_members(root, source)
         datasets = _declared_weights(root, entries, classes, source, max_tensor_bytes)
@@ -279,7 +285,7 @@ def read_network(root: h5py.Group, source: str, *,
         raise
     except HDF5_READ_ERRORS as err:
         raise _corrupt(source, err) from err
-    return _build_checked(entries, classes, weights, attrs["name"], source)
+    return _build_checked(entries, classes, weights, attrs["name"], source, aliases)
 
 
 def _check_declared_shapes(entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
@@ -299,13 +305,14 @@ def _check_declared_shapes(entries: list[dict[str, Any]], classes: dict[str, typ
 
 
 def _build_checked(entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
-                   weights: dict[str, dict[str, np.ndarray]], name: str, source: str) -> "Network":
+                   weights: dict[str, dict[str, np.ndarray]], name: str, source: str,
+                   aliases: dict[str, str] | None = None) -> "Network":
     layers = []
     for entry in entries:
         layer = _build_layer(entry, classes[entry["name"]], weights[entry["name"]], source)
         _check_list_properties(entry, layer, source)
         layers.append(layer)
-    return _build_network(layers, name or None, weights, source)
+    return _build_network(layers, name or None, weights, source, aliases)
 
 
 def _corrupt(source: str, err: Exception) -> FileFormatError:
@@ -369,6 +376,34 @@ def _string_attribute_or_none(obj: h5py.HLObject, name: str) -> str | None:
         except UnicodeDecodeError:
             return None
     return value if isinstance(value, str) else None
+
+
+def read_aliases(root: h5py.Group, layer_names: list[str], source: str) -> dict[str, str]:
+    """The optional ``aliases`` root attribute: a JSON object ``{alias: layer name}`` ({} when absent).
+
+    Rule: one string holding a JSON object (no duplicate keys) whose keys are
+    non-empty strings that are no layer's name and whose values name layers of
+    the topology; anything else is a FileFormatError.
+    """
+    if ALIASES_ATTRIBUTE not in root.attrs:
+        return {}
+    text = _string_attribute_or_none(root, ALIASES_ATTRIBUTE)
+    where = f"{source}: the root attribute {ALIASES_ATTRIBUTE!r}"
+    if text is None:
+        raise FileFormatError(f"{where} must be one string holding a JSON object {{alias: layer name}}.")
+    try:
+        aliases = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as err:
+        raise FileFormatError(f"{where} is not valid JSON ({err}).") from err
+    if not isinstance(aliases, dict):
+        raise FileFormatError(f"{where} must be a JSON object {{alias: layer name}}, found {type(aliases).__name__}.")
+    names = set(layer_names)
+    for alias, target in aliases.items():
+        if not alias or alias in names or not isinstance(target, str) or target not in names:
+            raise FileFormatError(
+                f"{where}: {alias!r} -> {target!r} is not an alias: an alias is a non-empty name that no layer "
+                "has, for a layer of the topology.")
+    return aliases
 
 
 # -- topology ---------------------------------------------------------------------
@@ -660,11 +695,11 @@ def _file_error_for_layer(err: LayerConfigError, where: str, context: str, name:
 
 
 def _build_network(layers: list["Layer"], name: str | None, weights: dict[str, dict[str, np.ndarray]],
-                   source: str) -> "Network":
+                   source: str, aliases: dict[str, str] | None = None) -> "Network":
     from ..network import Network
 
     try:
-        return Network(layers, name=name)
+        return Network(layers, name=name, aliases=aliases)
     except ShapeError as err:
         culprit = _layer_named_in(err, weights)
         if culprit is None:

@@ -58,18 +58,23 @@ from ..layers.input import Image3dInputLayer, ImageInputLayer, SequenceInputLaye
 from ..network import Network
 from .onnx_fold import FOLDERS, fold, shape_of
 from .onnx_graph import FLOAT_ELEMENT_TYPES, Graph, ImportState, Node, Value, qualified_op_type, read_graph
-from .onnx_ops import CONVERTERS
+from .onnx_elementwise import ELEMENTWISE_CONVERTERS, ELEMENTWISE_SHAPE_KEEPING
+from .onnx_ops import CONVERTERS as BASE_CONVERTERS
+from .onnx_shape_ops import SHAPE_CONVERTERS
 from .safe import DEFAULT_MAX_TENSOR_BYTES, check_budget, check_declared_size, check_regular_file
 
 MAX_SEQUENCE_LENGTH = 2 ** 20
 MODEL_FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+# onnx_ops' converters, and those of the newer forms, which fall back on onnx_ops' for the older ones
+CONVERTERS = {**BASE_CONVERTERS, **ELEMENTWISE_CONVERTERS, **SHAPE_CONVERTERS}
 KNOWN_OPERATORS = frozenset(CONVERTERS) | frozenset(FOLDERS)
 UNKNOWN_OPERATOR = "an operator refcam does not import (docs/import.md lists those it does)"
 MAX_NAMES_PER_REASON = 10   # node names listed for one reason in a refusal message
 MAX_REASONS_PER_TYPE = 5    # reasons listed for one op type (then a count of the others)
 # refused ops whose first output has the shape and layout of their widest input (a stand-in keeps converting)
 SHAPE_KEEPING = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip",
-                           "Softmax", "BatchNormalization", "LayerNormalization", "Dropout", "Identity", "Cast"})
+                           "Softmax", "BatchNormalization", "LayerNormalization", "Dropout", "Identity", "Cast"}
+                          ) | ELEMENTWISE_SHAPE_KEEPING
 PARSE_ERRORS = (ValueError, RuntimeError, TypeError, OverflowError, MemoryError, RecursionError)
 # Python's own exceptions that a malformed node could still raise inside a converter (the last-resort net)
 CONVERSION_ERRORS = (KeyError, TypeError, ValueError, IndexError, OverflowError, ZeroDivisionError, MemoryError,
@@ -102,6 +107,25 @@ def load_onnx(path: str | os.PathLike, *, max_tensor_bytes: int = DEFAULT_MAX_TE
     >>> net = load_onnx("resnet_tiny.onnx")                  # doctest: +SKIP
     >>> scores = net.predict(image, format="CSS")            # doctest: +SKIP
     """
+    return load_onnx_with_tensors(path, max_tensor_bytes=max_tensor_bytes)[0]
+
+
+def load_onnx_with_tensors(path: str | os.PathLike, *, max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                           ) -> tuple[Network, dict[str, str]]:
+    """:func:`load_onnx`, and which refcam layer holds each tensor the network computes.
+
+    The map is ``{ONNX tensor name: layer name}`` for the graph input (the input
+    layer) and every tensor computed from it. A tensor the importer did not turn
+    into a layer of its own maps to the layer whose output holds its values, up
+    to layout: the input of an Identity, Transpose, Squeeze or a Flatten of a flat
+    tensor; the layer before a Pad fused into the next convolution; the
+    fully connected layer of a MatMul for the Add of its bias. Constants are not
+    in the map. Same arguments and errors as :func:`load_onnx`.
+
+    >>> net, tensor_layers = load_onnx_with_tensors("resnet_tiny.onnx")   # doctest: +SKIP
+    >>> tensor_layers["/layer1/layer1.0/relu_1/Relu_output_0"]           # doctest: +SKIP
+    '/layer1/layer1.0/relu_1/Relu'
+    """
     max_tensor_bytes = check_budget(max_tensor_bytes)
     source = check_regular_file(path)
     model = parse_model(source)
@@ -113,7 +137,8 @@ def load_onnx(path: str | os.PathLike, *, max_tensor_bytes: int = DEFAULT_MAX_TE
     if refusals:
         raise UnsupportedOperationError(refusal_message(refusals, source))
     _check_output(state, source)
-    return _build_network(state.layers, graph, source)
+    network = _build_network(state.layers, graph, source)
+    return network, {tensor: value.layer for tensor, value in state.values.items()}
 
 
 def parse_model(source: str) -> Any:
@@ -361,10 +386,10 @@ def _check_output(state: ImportState, source: str) -> None:
         raise UnsupportedOperationError(f"{source}: the graph output {output!r} does not depend on the "
                                         "graph input (it is a constant).")
     value = state.values[output]
-    if value.perm != tuple(range(len(value.shape))):
+    if value.perm != tuple(range(len(value.shape))) or value.is_view:
         raise UnsupportedOperationError(
-            f"{source}: the graph output {output!r} is a transposed tensor (per-observation shape "
-            f"{value.onnx_shape}); refcam outputs are laid out (channel, spatial...).")
+            f"{source}: the graph output {output!r} is a transposed, grouped or unsqueezed tensor "
+            f"(per-observation shape {value.onnx_shape}); refcam outputs are laid out (channel, spatial...).")
 
 
 def _build_network(layers: list[Any], graph: Graph, source: str) -> Network:
@@ -396,4 +421,4 @@ def _build_network(layers: list[Any], graph: Graph, source: str) -> Network:
     return network
 
 
-__all__ = ["load_onnx", "looks_like_onnx", "parse_model"]
+__all__ = ["load_onnx", "load_onnx_with_tensors", "looks_like_onnx", "parse_model"]

@@ -390,8 +390,8 @@ def test_malformed_topology(tmp_path: Path, rng: np.random.Generator, text: str,
 
 
 def test_unknown_layer_kind(tmp_path: Path, rng: np.random.Generator) -> None:
-    path = _edit_topology(_saved(tmp_path, rng), lambda t: _entry(t, "relu").__setitem__("kind", "swish"))
-    with pytest.raises(UnknownLayerTypeError, match=r"layer 'relu' has kind 'swish'.*Known kinds: .*convolution2d"):
+    path = _edit_topology(_saved(tmp_path, rng), lambda t: _entry(t, "relu").__setitem__("kind", "mish"))
+    with pytest.raises(UnknownLayerTypeError, match=r"layer 'relu' has kind 'mish'.*Known kinds: .*convolution2d"):
         refcam.io.load(path)
 
 
