@@ -149,7 +149,16 @@ class Value:
     * ``squeezed``: ONNX dropped the size-1 spatial axes (a reduction with
       ``keepdims=0``), so it sees ``(C,)``;
     * ``pending_padding``: internal ``(begins..., ends...)`` zero padding of a Pad
-      node that the next (and only) consumer, a convolution, absorbs.
+      node that the next (and only) consumer, a convolution, absorbs;
+    * ``channel_groups``: ONNX holds the channel axis split in two, ``(g, C / g)``
+      (a Reshape, as in a channel shuffle), so
+      ``onnx_obs = refcam_obs.reshape(g, C / g, *S).transpose(perm)`` with ``perm``
+      over those ``N + 2`` axes;
+    * ``inserted``: ONNX holds extra size-1 axes at these per-observation
+      positions (an Unsqueeze not yet undone; ``perm`` is then the identity).
+
+    The last two are views only a few converters read (``views_ok`` of
+    :meth:`ImportState.value`); every other converter refuses them.
     """
 
     layer: str
@@ -157,17 +166,31 @@ class Value:
     perm: tuple[int, ...] = ()
     squeezed: bool = False
     pending_padding: tuple[int, ...] | None = None
+    channel_groups: int | None = None
+    inserted: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.perm:
-            object.__setattr__(self, "perm", tuple(range(len(self.shape))))
+            split = 0 if self.channel_groups is None else 1
+            object.__setattr__(self, "perm", tuple(range(len(self.shape) + split)))
 
     @property
     def onnx_shape(self) -> tuple[int | None, ...]:
         """The per-observation shape ONNX sees (without the batch axis)."""
         if self.squeezed:
             return (self.shape[0],)
-        return tuple(self.shape[axis] for axis in self.perm)
+        axes = self.shape
+        if self.channel_groups is not None:
+            axes = (self.channel_groups, self.shape[0] // self.channel_groups, *self.shape[1:])
+        seen = [axes[axis] for axis in self.perm]
+        for position in self.inserted:
+            seen.insert(position, 1)
+        return tuple(seen)
+
+    @property
+    def is_view(self) -> bool:
+        """True when ONNX holds the channel axis split in groups or extra size-1 axes."""
+        return self.channel_groups is not None or bool(self.inserted)
 
     @property
     def onnx_rank(self) -> int:
@@ -178,7 +201,7 @@ class Value:
     def is_plain(self) -> bool:
         """True when ONNX and refcam lay the tensor out alike and no pad is pending."""
         return (self.perm == tuple(range(len(self.shape))) and not self.squeezed
-                and self.pending_padding is None)
+                and self.pending_padding is None and not self.is_view)
 
     def transposed(self, onnx_perm: tuple[int, ...]) -> "Value":
         """The Value after an ONNX Transpose with ``onnx_perm`` (batch axis first, kept in place)."""
@@ -619,11 +642,13 @@ class ImportState:
         return float(array.reshape(-1)[0])
 
     def value(self, node: Node, index: int, *, plain: bool = True,
-              pending_padding_ok: bool = False) -> Value:
+              pending_padding_ok: bool = False, views_ok: bool = False) -> Value:
         """Input ``index`` of ``node`` as a network-computed :class:`Value`.
 
         ``plain``: refuse a tensor ONNX holds transposed or squeezed (the op is
-        imported in the (batch, channel, spatial...) layout only).
+        imported in the (batch, channel, spatial...) layout only). ``views_ok``:
+        accept a tensor whose channels ONNX holds split in groups or that has
+        inserted size-1 axes (refused otherwise, whatever ``plain`` says).
         """
         tensor = node.inputs[index] if index < len(node.inputs) else ""
         if tensor not in self.values:
@@ -634,6 +659,11 @@ class ImportState:
         value = self.values[tensor]
         if value.pending_padding is not None and not pending_padding_ok:
             raise UnsupportedOperationError(f"{node.label} reads the output of a Pad fused elsewhere.")
+        if value.is_view and not views_ok:
+            raise UnsupportedOperationError(
+                f"{node.label} reads {tensor!r}, which ONNX holds with per-observation shape "
+                f"{value.onnx_shape} ({_layout_text(value)}); refcam imports this operation only on tensors "
+                "laid out (batch, channel, spatial...): the Reshape or Unsqueeze must be undone first.")
         if plain and (value.squeezed or value.perm != tuple(range(len(value.shape)))):
             raise UnsupportedOperationError(
                 f"{node.label} reads {tensor!r}, which ONNX holds with per-observation shape "
@@ -690,4 +720,8 @@ class ImportState:
 def _layout_text(value: Value) -> str:
     if value.squeezed:
         return "its size-1 spatial axes squeezed away"
+    if value.channel_groups is not None:
+        return f"its channel axis reshaped into {value.channel_groups} groups"
+    if value.inserted:
+        return f"size-1 axes inserted at per-observation positions {list(value.inserted)}"
     return f"transposed by {list(value.perm)} relative to (channel, spatial...)"

@@ -18,18 +18,30 @@ LayerNormalization     LayerNormalizationLayer("channel-only") when it normalise
                        axis alone (axis=-1 after a Transpose moving channels last, or on 2-D)
 Relu, LeakyRelu        ReLULayer, LeakyReLULayer(alpha)
 Clip(0, max)           ClippedReLULayer(max) (ReLU6); Clip(0, +inf) is a ReLULayer
-Sigmoid, Tanh          SigmoidLayer, TanhLayer
+Sigmoid, Tanh          SigmoidLayer, TanhLayer (``x * Sigmoid(x)``: SwishLayer, :mod:`.onnx_elementwise`)
+HardSigmoid/HardSwish  HardSigmoidLayer, HardSwishLayer; Gelu, Erf: GELULayer, ErfLayer; Pow by
+                       1 to 4: MultiplicationLayer of copies (:mod:`.onnx_elementwise`)
 MaxPool, AveragePool   MaxPooling / AveragePooling{1,2,3}dLayer; ``ceil_mode`` as extra end
                        padding; ``count_include_pad`` 0 -> PaddingValue "mean", 1 -> 0
 GlobalAveragePool/Max  GlobalAveragePooling / GlobalMaxPooling{1,2,3}dLayer
-ReduceMean/ReduceMax   the same global pooling when the axes are exactly the spatial axes
+ReduceMean/ReduceMax   the same global pooling when the axes are exactly the spatial axes;
+                       other axes ReduceLayer (:mod:`.onnx_shape_ops`)
+Split, Slice           ChannelSliceLayer per part (channels), CroppingLayer (spatial axes)
+Unsqueeze, Squeeze     nothing: the inserted or removed size-1 axes are remembered
+Reshape/Transpose      ChannelShuffleLayer for ShuffleNet's reshape-transpose-reshape
+                       (:mod:`.onnx_shape_ops`)
 Flatten, Reshape       FlattenLayer("row-major"), or "channels-last"/"matlab" after a Transpose
 Gemm                   FullyConnectedLayer: weights ``alpha * (B if transB else B^T)``,
                        bias ``beta * C``
-MatMul (+ Add)         FullyConnectedLayer: weights ``B^T``, the Add's constant as bias
+MatMul (+ Add)         FullyConnectedLayer: weights ``B^T``, the Add's constant as bias; on a
+                       channels-last tensor a 1x1 convolution (:mod:`.onnx_resample_ops`)
+Resize, Upsample       ResizeLayer (:mod:`.onnx_resample_ops`)
+ConvTranspose          TransposedConvolution{1,2,3}dLayer (:mod:`.onnx_resample_ops`)
+Reshape [-1] + Gather  nothing, when the Gather's indices rebuild the tensor (dynamo's as_strided)
 Softmax                SoftmaxLayer when the axis is the channel axis
 Concat (axis 1)        DepthConcatenationLayer; a one-input Concat is the tensor itself
 Add, Sum               AdditionLayer (tensors); Add/Sub/Mul/Div by a constant: ScalingLayer
+Mul                    MultiplicationLayer (two tensors, size-1 axes broadcast; :mod:`.onnx_elementwise`)
 Dropout                DropoutLayer(ratio)
 Identity, Cast         nothing (the tensor itself)
 =====================  ===================================================================
@@ -69,6 +81,8 @@ from ..layers.normalization import BatchNormalizationLayer, LayerNormalizationLa
 from .onnx_fold import reshape_request, reshape_target
 from .onnx_graph import (FLOAT_ELEMENT_TYPES, REQUIRED, ImportState, Node, Value, check_axes, check_axis, check_permutation,
                          int_list)
+from .onnx_resample_ops import (RESAMPLE_CONVERTERS, convert_channels_last_matmul, is_channels_last,
+                                strided_identity)
 from .safe import check_finite
 
 Converter = Callable[[ImportState, Node], None]
@@ -386,6 +400,8 @@ def convert_reshape(state: ImportState, node: Node) -> None:
         state.alias(node, x)
     elif len(resolved) == 2 and resolved[0] == 1:
         _flatten(state, node, x)
+    elif strided_identity(state, node, x, resolved):    # dynamo's as_strided: Reshape [-1] + Gather, no change
+        return
     else:
         raise UnsupportedOperationError(
             f"{node.label}: Reshape from {full} to {list(resolved)} (batch taken as 1); refcam imports "
@@ -471,6 +487,9 @@ def convert_matmul(state: ImportState, node: Node) -> None:
     """MatMul by a constant (In, Out) -> FullyConnectedLayer; a following Add of a constant is its bias."""
     x = state.value(node, 0, plain=False)
     b = state.constant(node, 1)
+    if is_channels_last(x):     # nn.Linear on a (B, H, W, C) tensor: a 1x1 convolution (onnx_resample_ops)
+        convert_channels_last_matmul(state, node, x, b)
+        return
     if len(x.onnx_shape) != 1 or b.ndim != 2:
         raise UnsupportedOperationError(
             f"{node.label}: MatMul of a rank-{x.onnx_rank} tensor by a rank-{b.ndim} constant; refcam "
@@ -644,4 +663,5 @@ CONVERTERS: dict[str, Converter] = {
     "Sub": convert_arithmetic,
     "Mul": convert_arithmetic,
     "Div": convert_arithmetic,
+    **RESAMPLE_CONVERTERS,
 }

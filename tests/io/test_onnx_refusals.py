@@ -26,22 +26,22 @@ def refusal_text(path) -> str:
 
 
 def test_every_refused_form_is_listed_in_one_error(tmp_path) -> None:
-    """Two products of computed tensors (the second reads a stand-in for the first), a Clip not at 0,
-    a Softmax over space, a ReduceMean over one axis and a Reshape that is no flatten: all six are
+    """Two quotients of computed tensors (the second reads a stand-in for the first), a Clip not at 0,
+    a Softmax over space, a ReduceMean dropping one axis and a Reshape that is no flatten: all six are
     named, grouped by op type with counts; the Concat reading refused outputs is not reported."""
-    nodes = [helper.make_node("Mul", ["x", "x"], ["a1"], name="mul_a"),
+    nodes = [helper.make_node("Div", ["x", "x"], ["a1"], name="div_a"),
              helper.make_node("Relu", ["a1"], ["a2"], name="relu_a"),
-             helper.make_node("Mul", ["a2", "a2"], ["a3"], name="mul_b"),
+             helper.make_node("Div", ["a2", "a2"], ["a3"], name="div_b"),
              helper.make_node("Clip", ["a3", "lo", "hi"], ["a4"], name="clip"),
              helper.make_node("Reshape", ["a4", "shape"], ["a5"], name="reshape"),
              helper.make_node("Softmax", ["x"], ["b1"], name="softmax", axis=3),
-             helper.make_node("ReduceMean", ["b1", "axes"], ["b2"], name="reduce"),
+             helper.make_node("ReduceMean", ["b1", "axes"], ["b2"], name="reduce", keepdims=0),
              helper.make_node("Concat", ["a5", "b2"], ["y"], name="join", axis=1)]
     initializers = [("lo", np.array(-1.0)), ("hi", np.array(1.0)), ints("shape", [1, 2, 16]), ints("axes", [3])]
     message = refusal_text(write_model(tmp_path, nodes, SHAPE, initializers))
     assert "cannot import 6 node(s)" in message
-    assert "Mul (2 nodes): Mul of two tensors the network computes" in message
-    assert "nodes 'mul_a', 'mul_b'" in message
+    assert "Div (2 nodes): Div of two tensors the network computes" in message
+    assert "nodes 'div_a', 'div_b'" in message
     for line in ("Clip (1 node): Clip to [-1.0, 1.0]", "Reshape (1 node): Reshape from (1, 2, 4, 4) to [1, 2, 16]",
                  "Softmax (1 node): softmax over axis 3", "ReduceMean (1 node): reduces axes [3]"):
         assert line in message
@@ -50,16 +50,16 @@ def test_every_refused_form_is_listed_in_one_error(tmp_path) -> None:
 
 
 def test_many_nodes_of_one_reason_are_counted_and_cut_short(tmp_path) -> None:
-    """13 refused products: one line counts all 13, names the first 10 and says how many more."""
+    """13 refused quotients: one line counts all 13, names the first 10 and says how many more."""
     nodes, current = [], "x"
     for k in range(13):
-        nodes += [helper.make_node("Mul", [current, current], [f"m{k}"], name=f"/features/{k}/Mul"),
+        nodes += [helper.make_node("Div", [current, current], [f"m{k}"], name=f"/features/{k}/Div"),
                   helper.make_node("Relu", [f"m{k}"], [f"r{k}"], name=f"/features/{k}/Relu")]
         current = f"r{k}"
     message = refusal_text(write_model(tmp_path, nodes, SHAPE))
-    assert "Mul (13 nodes): Mul of two tensors" in message
-    assert "'/features/9/Mul' and 3 more" in message
-    assert "'/features/10/Mul'" not in message
+    assert "Div (13 nodes): Div of two tensors" in message
+    assert "'/features/9/Div' and 3 more" in message
+    assert "'/features/10/Div'" not in message
     assert message.count("\n") == 2        # the header, the Mul line, the advice
 
 
@@ -75,8 +75,8 @@ def test_one_op_type_with_two_reasons_gets_a_line_per_reason(tmp_path) -> None:
 
 
 def test_a_malformed_node_still_raises_at_once(tmp_path, rng) -> None:
-    """A refused product does not hide a conv weight of the wrong shape on another branch."""
-    nodes = [helper.make_node("Mul", ["x", "x"], ["a"], name="mul"),
+    """A refused quotient does not hide a conv weight of the wrong shape on another branch."""
+    nodes = [helper.make_node("Div", ["x", "x"], ["a"], name="div"),
              helper.make_node("Conv", ["x", "w"], ["b"], name="conv"),
              helper.make_node("Add", ["a", "b"], ["y"], name="add")]
     path = write_model(tmp_path, nodes, SHAPE, [("w", rng.standard_normal((2, 3, 1, 1)))])
@@ -107,17 +107,17 @@ def test_reasons_of_one_op_type_are_cut_short(tmp_path) -> None:
 
 
 def test_unknown_operators_and_refused_forms_share_one_error(tmp_path) -> None:
-    """An operator refcam does not import (Erf, and one of a custom domain) and a refused Mul in one graph:
+    """An operator refcam does not import (Einsum, and one of a custom domain) and a refused Div in one graph:
     all three are in one message; the unknown nodes' outputs are unavailable, so their reader is not."""
-    nodes = [helper.make_node("Erf", ["x"], ["e"], name="erf"),
+    nodes = [helper.make_node("Einsum", ["x"], ["e"], name="einsum", equation="bchw->bchw"),
              helper.make_node("Mystery", ["e"], ["m"], name="mystery", domain="com.example"),
              helper.make_node("Relu", ["m"], ["r"], name="after_unknown"),
-             helper.make_node("Mul", ["x", "x"], ["p"], name="square"),
+             helper.make_node("Div", ["x", "x"], ["p"], name="ratio"),
              helper.make_node("Add", ["r", "p"], ["y"], name="join")]
     message = refusal_text(write_model(tmp_path, nodes, SHAPE))
-    assert "cannot import 3 node(s) of the ONNX graph, of 3 operator type(s) (Erf, com.example::Mystery, Mul)" \
+    assert "cannot import 3 node(s) of the ONNX graph, of 3 operator type(s) (Einsum, com.example::Mystery, Div)" \
         in message
-    assert "Erf (1 node): an operator refcam does not import" in message
+    assert "Einsum (1 node): an operator refcam does not import" in message
     assert "com.example::Mystery (1 node): an operator refcam does not import" in message
-    assert "Mul (1 node): Mul of two tensors the network computes" in message
+    assert "Div (1 node): Div of two tensors the network computes" in message
     assert "'after_unknown'" not in message and "'join'" not in message
