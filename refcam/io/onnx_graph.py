@@ -573,6 +573,21 @@ def check_permutation(node: Node, perm: Sequence[int], rank: int) -> tuple[int, 
     return tuple(perm)
 
 
+def ints_attribute(node: Node, key: str, count: int, default: int, minimum: int = 1) -> tuple[int, ...]:
+    """The ints attribute ``key`` (``default`` repeated when absent): ``count`` entries, each ``>= minimum``.
+
+    Rule: strides, dilations and kernel sizes are at least 1, pads at least 0;
+    a wrong count or a smaller entry is a FileFormatError (a stride of 0 would
+    divide by zero). Upper bounds are the layers' (LayerConfigError).
+    """
+    values = tuple(node.attr(key, "ints", [default] * count))
+    if len(values) != count:
+        raise FileFormatError(f"{node.label}: {key} {list(values)} should hold {count} numbers.")
+    if any(v < minimum for v in values):
+        raise FileFormatError(f"{node.label}: {key} {list(values)} must be integers of at least {minimum}.")
+    return values
+
+
 def int_list(node: Node, array: Any, what: str) -> list[int]:
     """A constant operand ONNX defines as a 1-D integer tensor (a shape, axes, pads, starts ...) as Python ints.
 

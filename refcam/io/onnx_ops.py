@@ -80,7 +80,7 @@ from ..layers.linear import DropoutLayer, FlattenLayer, FullyConnectedLayer
 from ..layers.normalization import BatchNormalizationLayer, LayerNormalizationLayer
 from .onnx_fold import reshape_request, reshape_target
 from .onnx_graph import (FLOAT_ELEMENT_TYPES, REQUIRED, ImportState, Node, Value, check_axes, check_axis, check_permutation,
-                         int_list)
+                         int_list, ints_attribute)
 from .onnx_resample_ops import (RESAMPLE_CONVERTERS, convert_channels_last_matmul, is_channels_last,
                                 strided_identity)
 from .safe import check_finite
@@ -113,8 +113,8 @@ def convert_conv(state: ImportState, node: Node) -> None:
     if bias is not None and bias.shape != (filters,):
         raise WeightShapeError(f"{node.label}: bias {node.inputs[2]!r} has shape {bias.shape}; "
                                f"expected ({filters},).")
-    stride = _ints(node, "strides", rank, 1)
-    dilation = _ints(node, "dilations", rank, 1)
+    stride = ints_attribute(node, "strides", rank, 1)
+    dilation = ints_attribute(node, "dilations", rank, 1)
     padding = window_padding(node, x.shape[1:], kernel, stride, dilation)
     if x.pending_padding is not None:
         if isinstance(padding, str):
@@ -178,7 +178,7 @@ def window_padding(node: Node, spatial: Sequence[int | None], kernel: Sequence[i
     rank = len(kernel)
     auto_pad = node.attr("auto_pad", "string", "NOTSET")
     if auto_pad == "NOTSET":
-        return _ints(node, "pads", 2 * rank, 0, minimum=0)
+        return ints_attribute(node, "pads", 2 * rank, 0, minimum=0)
     if auto_pad == "VALID":
         return (0,) * (2 * rank)
     if auto_pad == "SAME_UPPER":
@@ -231,8 +231,8 @@ def _pool_geometry(state: ImportState, node: Node) -> tuple[Value, tuple, tuple,
     kernel = tuple(node.attr("kernel_shape", "ints"))
     if len(kernel) != rank:
         raise FileFormatError(f"{node.label}: kernel_shape {list(kernel)} on an input with {rank} spatial axes.")
-    stride = _ints(node, "strides", rank, 1)
-    if any(d != 1 for d in _ints(node, "dilations", rank, 1)):
+    stride = ints_attribute(node, "strides", rank, 1)
+    if any(d != 1 for d in ints_attribute(node, "dilations", rank, 1)):
         raise UnsupportedOperationError(f"{node.label}: dilated pooling is not supported.")
     padding = window_padding(node, x.shape[1:], kernel, stride, (1,) * rank)
     if isinstance(padding, str):
@@ -615,21 +615,6 @@ def scaling_array(node: Node, x: Value, c: np.ndarray) -> np.ndarray:
     if x.squeezed:
         return observation.reshape(observation.shape + (1,) * (len(x.shape) - 1))
     return np.ascontiguousarray(observation.transpose(np.argsort(x.perm)))
-
-
-def _ints(node: Node, key: str, count: int, default: int, minimum: int = 1) -> tuple[int, ...]:
-    """The ints attribute ``key`` (``default`` repeated when absent): ``count`` entries, each ``>= minimum``.
-
-    Rule: strides, dilations and kernel sizes are at least 1, pads at least 0;
-    a wrong count or a smaller entry is a FileFormatError (a stride of 0 would
-    divide by zero). Upper bounds are the layers' (LayerConfigError).
-    """
-    values = tuple(node.attr(key, "ints", [default] * count))
-    if len(values) != count:
-        raise FileFormatError(f"{node.label}: {key} {list(values)} should hold {count} numbers.")
-    if any(v < minimum for v in values):
-        raise FileFormatError(f"{node.label}: {key} {list(values)} must be integers of at least {minimum}.")
-    return values
 
 
 CONVERTERS: dict[str, Converter] = {

@@ -65,7 +65,7 @@ import numpy as np
 
 from ..errors import FileFormatError, UnsupportedOperationError, WeightShapeError
 from ..layers import CONVOLUTION_BY_RANK, TRANSPOSED_CONVOLUTION_BY_RANK, ResizeLayer
-from .onnx_graph import ImportState, Node, Value, check_axes, int_list
+from .onnx_graph import ImportState, Node, Value, check_axes, int_list, ints_attribute
 
 TRANSFORM_MODES = {"half_pixel": "half-pixel", "pytorch_half_pixel": "pytorch-half-pixel",
                    "align_corners": "align-corners", "asymmetric": "asymmetric"}
@@ -268,9 +268,9 @@ def convert_conv_transpose(state: ImportState, node: Node) -> None:
     filters = int(weight.shape[1])
     if bias is not None and bias.shape != (filters,):
         raise WeightShapeError(f"{node.label}: bias {node.inputs[2]!r} has shape {bias.shape}; expected ({filters},).")
-    stride = _ints(node, "strides", rank, 1)
-    dilation = _ints(node, "dilations", rank, 1)
-    output_padding = _ints(node, "output_padding", rank, 0, minimum=0)
+    stride = ints_attribute(node, "strides", rank, 1)
+    dilation = ints_attribute(node, "dilations", rank, 1)
+    output_padding = ints_attribute(node, "output_padding", rank, 0, minimum=0)
     cropping = _transposed_cropping(node, x.shape[1:], kernel, stride, dilation, output_padding)
     state.add(node, TRANSPOSED_CONVOLUTION_BY_RANK[rank], [x], filter_size=kernel, num_filters=filters,
               stride=stride, dilation=dilation, cropping=cropping, output_padding=output_padding,
@@ -286,7 +286,7 @@ def _transposed_cropping(node: Node, spatial: Sequence[int | None], kernel: Sequ
         raise FileFormatError(f"{node.label}: auto_pad {auto_pad!r} is not an ONNX padding mode.")
     target = node.attr("output_shape", "ints", None)
     if target is None and auto_pad in ("NOTSET", "VALID"):
-        return (0,) * (2 * rank) if auto_pad == "VALID" else _ints(node, "pads", 2 * rank, 0, minimum=0)
+        return (0,) * (2 * rank) if auto_pad == "VALID" else ints_attribute(node, "pads", 2 * rank, 0, minimum=0)
     if None in spatial:
         raise UnsupportedOperationError(f"{node.label}: output_shape or auto_pad {auto_pad} on an axis of "
                                         "unknown size; export with a fixed size.")
@@ -311,16 +311,6 @@ def _transposed_cropping(node: Node, spatial: Sequence[int | None], kernel: Sequ
             "not settled for ConvTranspose with auto_pad NOTSET (the ONNX definition and the runtimes differ). "
             "Give pads instead.")
     return tuple(t // 2 for t in totals) * 2
-
-
-def _ints(node: Node, key: str, count: int, default: int, minimum: int = 1) -> tuple[int, ...]:
-    """The ints attribute ``key`` (``default`` repeated when absent): ``count`` entries, each ``>= minimum``."""
-    values = tuple(node.attr(key, "ints", [default] * count))
-    if len(values) != count:
-        raise FileFormatError(f"{node.label}: {key} {list(values)} should hold {count} numbers.")
-    if any(v < minimum for v in values):
-        raise FileFormatError(f"{node.label}: {key} {list(values)} must be integers of at least {minimum}.")
-    return values
 
 
 # --- MatMul on a channels-last tensor -------------------------------------------------------

@@ -49,7 +49,7 @@ layer followed by a 1x1 convolution; ReLU6 = ``ClippedReLULayer(ceiling=6)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..autodiff import Tensor
 from ..backend import get_xp
@@ -98,9 +98,28 @@ class TanhLayer(SameShapeLayer):
         return "Hyperbolic tangent"
 
 
+@dataclass(eq=False, kw_only=True)
+class HardGateLayer(SameShapeLayer):
+    """Base of the two piecewise-linear gates ``h(x) = max(0, min(1, alpha x + beta))``: finite ``alpha``, ``beta``."""
+
+    alpha: float
+    beta: float
+
+    label: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.alpha = finite_float(self, "alpha", self.alpha)
+        self.beta = finite_float(self, "beta", self.beta)
+
+    def describe(self) -> str:
+        """``Hard sigmoid with alpha 0.2 and beta 0.5``."""
+        return f"{self.label} with alpha {scalar2str(self.alpha)} and beta {scalar2str(self.beta)}"
+
+
 @register
 @dataclass(eq=False, kw_only=True)
-class HardSigmoidLayer(SameShapeLayer):
+class HardSigmoidLayer(HardGateLayer):
     """``y = max(0, min(1, alpha x + beta))``; MATLAB has no such layer: this is ONNX ``HardSigmoid``.
 
     Defaults alpha 0.2, beta 0.5 are ONNX's (and tf-keras 2.x ``hard_sigmoid``'s);
@@ -112,25 +131,17 @@ class HardSigmoidLayer(SameShapeLayer):
 
     kind = "hard_sigmoid"
     type = "Hard Sigmoid"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.alpha = finite_float(self, "alpha", self.alpha)
-        self.beta = finite_float(self, "beta", self.beta)
+    label = "Hard sigmoid"
 
     def forward(self, *xs: Tensor) -> Tensor:
         """``activation.hard_sigmoid(x, alpha, beta)``."""
         (x,) = xs
         return activation.hard_sigmoid(x, alpha=self.alpha, beta=self.beta)
 
-    def describe(self) -> str:
-        """``Hard sigmoid with alpha 0.2 and beta 0.5``."""
-        return f"Hard sigmoid with alpha {scalar2str(self.alpha)} and beta {scalar2str(self.beta)}"
-
 
 @register
 @dataclass(eq=False, kw_only=True)
-class HardSwishLayer(SameShapeLayer):
+class HardSwishLayer(HardGateLayer):
     """``y = x max(0, min(1, alpha x + beta))``; MATLAB has no such layer: this is ONNX ``HardSwish``.
 
     Defaults alpha 1/6, beta 0.5 give ``x relu6(x + 3) / 6``: ONNX ``HardSwish``
@@ -143,20 +154,12 @@ class HardSwishLayer(SameShapeLayer):
 
     kind = "hard_swish"
     type = "Hard Swish"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.alpha = finite_float(self, "alpha", self.alpha)
-        self.beta = finite_float(self, "beta", self.beta)
+    label = "Hard swish"
 
     def forward(self, *xs: Tensor) -> Tensor:
         """``activation.hard_swish(x, alpha, beta)``."""
         (x,) = xs
         return activation.hard_swish(x, alpha=self.alpha, beta=self.beta)
-
-    def describe(self) -> str:
-        """``Hard swish with alpha 0.16667 and beta 0.5``."""
-        return f"Hard swish with alpha {scalar2str(self.alpha)} and beta {scalar2str(self.beta)}"
 
 
 @register

@@ -78,14 +78,14 @@ Ints = tuple[int, ...]
 
 
 # --- geometry and validation ---------------------------------------------------
-def _as_ints(name: str, values: Sequence[int], length: int, minimum: int, nd: int) -> Ints:
-    """``values`` as a tuple of ``length`` ints, each at least ``minimum``."""
+def as_ints(name: str, values: Sequence[int], length: int, minimum: int, nd: int, op: str = "conv") -> Ints:
+    """``values`` as a tuple of ``length`` ints, each at least ``minimum`` (``op`` names the caller in errors)."""
     ints = tuple(int(v) for v in values)
     if len(ints) != length:
-        raise ShapeError(f"conv {name} {ints!r} has {len(ints)} entries; the weight has {nd} "
+        raise ShapeError(f"{op} {name} {ints!r} has {len(ints)} entries; the weight has {nd} "
                          f"spatial axes, so give {length}.")
     if any(v < minimum for v in ints):
-        raise LayerConfigError(f"conv {name} {ints!r} must hold integers >= {minimum}.")
+        raise LayerConfigError(f"{op} {name} {ints!r} must hold integers >= {minimum}.")
     return ints
 
 
@@ -105,9 +105,9 @@ def conv_output_shape(x_shape: Sequence[int], w_shape: Sequence[int], stride: Se
     if nd < 1 or len(x_shape) != nd + 2:
         raise ShapeError(f"conv needs x (B, C, *spatial) and weight (F, C/groups, *kernel) with the same "
                          f"number of spatial axes (1, 2 or 3); got x {x_shape} and weight {w_shape}.")
-    stride = _as_ints("stride", stride, nd, 1, nd)
-    dilation = _as_ints("dilation", dilation, nd, 1, nd)
-    padding = _as_ints("padding", padding, 2 * nd, 0, nd)
+    stride = as_ints("stride", stride, nd, 1, nd)
+    dilation = as_ints("dilation", dilation, nd, 1, nd)
+    padding = as_ints("padding", padding, 2 * nd, 0, nd)
     if int(groups) < 1:
         raise LayerConfigError(f"conv groups must be >= 1, got {groups!r}.")
     channels, filters, channels_per_group = x_shape[1], w_shape[0], w_shape[1]

@@ -57,20 +57,10 @@ from typing import Any, Sequence
 from ..autodiff import Tensor, record
 from ..backend import get_xp
 from ..errors import LayerConfigError, ShapeError
-from .conv import conv_forward, conv_vjp_bias, conv_vjp_input, conv_vjp_weight
+from .conv import as_ints, conv_forward, conv_vjp_bias, conv_vjp_input, conv_vjp_weight
 from .padding import effective_kernel, pad_constant
 
 Ints = tuple[int, ...]
-
-
-def _as_ints(name: str, values: Sequence[int], length: int, minimum: int) -> Ints:
-    ints = tuple(int(v) for v in values)
-    if len(ints) != length:
-        raise ShapeError(f"conv_transpose {name} {ints!r} has {len(ints)} entries; the weight has "
-                         f"{length if name != 'cropping' else length // 2} spatial axes, so give {length}.")
-    if any(v < minimum for v in ints):
-        raise LayerConfigError(f"conv_transpose {name} {ints!r} must hold integers >= {minimum}.")
-    return ints
 
 
 def full_length(n: int, kernel: int, stride: int, dilation: int) -> int:
@@ -90,10 +80,10 @@ def _geometry(x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[i
     if nd < 1 or len(x_shape) != nd + 2:
         raise ShapeError(f"conv_transpose needs x (B, C, *spatial) and weight (C, F/groups, *kernel) with the "
                          f"same number of spatial axes (1, 2 or 3); got x {x_shape} and weight {w_shape}.")
-    stride = _as_ints("stride", stride, nd, 1)
-    dilation = _as_ints("dilation", dilation, nd, 1)
-    cropping = _as_ints("cropping", cropping, 2 * nd, 0)
-    output_padding = _as_ints("output_padding", output_padding, nd, 0)
+    stride = as_ints("stride", stride, nd, 1, nd, "conv_transpose")
+    dilation = as_ints("dilation", dilation, nd, 1, nd, "conv_transpose")
+    cropping = as_ints("cropping", cropping, 2 * nd, 0, nd, "conv_transpose")
+    output_padding = as_ints("output_padding", output_padding, nd, 0, nd, "conv_transpose")
     if int(groups) < 1:
         raise LayerConfigError(f"conv_transpose groups must be >= 1, got {groups!r}.")
     if x_shape[1] != w_shape[0] or x_shape[1] % groups:
