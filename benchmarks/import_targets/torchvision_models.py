@@ -100,7 +100,7 @@ def targets() -> list[Target]:
         Target("squeezenet1_1", lambda: m.squeezenet1_1(weights=None), image, "features"),
         Target("shufflenet_v2_x0_5", lambda: m.shufflenet_v2_x0_5(weights=None), image, "conv5"),
         Target("googlenet", lambda: m.googlenet(weights=None, init_weights=False), image, "inception5b"),
-        Target("inception_v3", lambda: m.inception_v3(weights=None, init_weights=False), (1, 3, 96, 96),
+        Target("inception_v3", lambda: m.inception_v3(weights=None, init_weights=False), (1, 3, 139, 139),
                "Mixed_7c"),
         Target("regnet_y_400mf", lambda: m.regnet_y_400mf(weights=None), image, "trunk_output"),
         Target("convnext_tiny", lambda: m.convnext_tiny(weights=None), image, "features"),
@@ -179,7 +179,8 @@ def measure(target: Target, folder: str) -> dict[str, Any]:
     label = int(logits[0].flatten(1).sum(1).argmax()) if target.segmentation else int(logits[0].argmax())
     y_torch, map_torch = torch_gradcam(model64, x64, target.feature, label, target.segmentation)
     row: dict[str, Any] = {"model": target.name, "input": list(target.input_shape), "feature": target.feature,
-                           "label": label}
+                           "label": label, "map_shape": list(map_torch.shape),
+                           "map_max": float(np.abs(map_torch).max())}
     x = x64.numpy()
     start = time.perf_counter()
     try:

@@ -17,6 +17,9 @@ the file is read by refcam's ONNX importer
 is listed in one :class:`~refcam.errors.UnsupportedOperationError`. Containers
 (``layer4``, ``features``) and modules whose own node made no layer become
 aliases of the layer holding their output (:attr:`refcam.Network.aliases`).
+Scalars that ONNX can only store as float32 (the ``1/6`` of ``nn.Hardsigmoid``,
+batch-norm ``eps``...) are then set back to the modules' own float64 values
+(:mod:`refcam.interop.torch_constants`).
 
 ``import refcam`` never imports torch; :func:`from_torch` imports it when called.
 """
@@ -36,6 +39,7 @@ from ..errors import (InputDtypeError, InputError, ModelConversionError, Optiona
 from ..io.safe import DEFAULT_MAX_TENSOR_BYTES
 from ..network import Network
 from .scopes import GraphNode, plan_names
+from .torch_constants import restore_module_constants
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "input"
@@ -121,7 +125,8 @@ def from_torch(model: Any, example_input: Any, *, name: str | None = None, opset
     aliases = {module_path: tensor_layers[tensor]
                for module_path, tensor in sorted(plan.module_outputs.items(), key=lambda item: order.get(item[0], -1))
                if module_path not in layer_names and tensor in tensor_layers}
-    return Network(net.layers, name=name or type(model).__name__, aliases=aliases)
+    layers = restore_module_constants(torch, model_copy, net.layers)
+    return Network(layers, name=name or type(model).__name__, aliases=aliases)
 
 
 def _import_torch_and_onnx() -> tuple[Any, Any]:

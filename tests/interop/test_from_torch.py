@@ -269,3 +269,36 @@ def test_resnet_example_from_the_docs_runs_on_a_fresh_model() -> None:
     net = refcam.from_torch(model, torch.randn(1, 3, 32, 32))
     assert refcam.gradcam(net, np.random.default_rng(0).normal(size=(1, 3, 32, 32)), 1, format="BCSS",
                           feature_layer="layer4").map.shape == (32, 32, 1)
+
+
+class RoundedConstantsNet(torch.nn.Module):
+    """Every module whose ONNX export rounds a float constant to float32, with statistics that make it show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4, eps=1e-5)
+        self.act = torch.nn.LeakyReLU(0.1)
+        self.gate = torch.nn.Hardsigmoid()
+        self.norm = torch.nn.LayerNorm(4, eps=1e-6)             # over channels, channels-last as in ConvNeXt
+        with torch.no_grad():
+            self.bn.running_var.copy_(torch.tensor([1e-4, 3e-5, 2e-4, 5e-5]))
+            self.bn.running_mean.copy_(torch.tensor([0.1, -0.2, 0.05, 0.0]))
+
+    def forward(self, x: Any) -> Any:
+        y = self.act(self.bn(self.conv(x)))
+        return self.norm((y * self.gate(y)).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def test_constants_onnx_rounds_to_float32_are_the_modules_own_values() -> None:
+    """HardSigmoid's 1/6 (here fused into a hard swish), batch-norm and layer-norm eps, LeakyReLU's slope."""
+    torch.manual_seed(3)
+    model, x = RoundedConstantsNet().eval(), torch.randn(2, 3, 8, 8)
+    net = refcam.from_torch(model, x)
+    fields = {"Mul": ("alpha", 1 / 6), "bn": ("epsilon", 1e-5), "norm": ("epsilon", 1e-6), "act": ("scale", 0.1)}
+    for name, (field, value) in fields.items():
+        assert getattr(net.layer(name), field) == value, (name, getattr(net.layer(name), field))
+        assert float(np.float32(value)) != value                      # the export's float32 value differs
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(x.double()).numpy()
+    assert relative_error(net.predict(x.double().numpy(), format="BCSS"), expected) <= CROSS["rtol"]
