@@ -46,7 +46,7 @@ from ..layers.extra import (HardSigmoidLayer, HardSwishLayer, PaddingLayer, Scal
 from ..layers.input import Image3dInputLayer, ImageInputLayer, SequenceInputLayer
 from ..layers.linear import DropoutLayer, FullyConnectedLayer
 from ..layers.normalization import BatchNormalizationLayer
-from .keras_config import MAX_CONFIG_INT, KerasLayer, _shown, exact_int, finite_float
+from .keras_layer import MAX_CONFIG_INT, KerasLayer, _shown, exact_int, finite_float
 from .keras_weights import (Shape, WeightFile, channels_last_constant, conv_kernel_to_internal,
                             dense_kernel_to_internal, depthwise_kernel_to_internal, zero_padding_to_internal)
 

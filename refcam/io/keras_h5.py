@@ -105,7 +105,8 @@ from ..layers.activation import SoftmaxLayer
 from ..layers.base import Layer
 from ..layers.input import SequenceInputLayer
 from ..layers.linear import FlattenLayer
-from .keras_config import FUNCTIONAL_CLASSES, KerasLayer, KerasModel, _shown, parse_model_config
+from .keras_config import parse_model_config
+from .keras_layer import FUNCTIONAL_CLASSES, KerasLayer, KerasModel, _shown
 from .keras_convert import (Context, Produced, Spec, _check_channel_axis, _check_dropout, _check_input,
                             _check_leaky_relu, _check_padding_mode, _check_relu, _check_rescaling,
                             _check_zero_padding, _convolution, _dense, _dropout, _global_pooling, _input_shape,
@@ -166,8 +167,8 @@ def load_keras_h5(path: str | os.PathLike, *, max_tensor_bytes: int = DEFAULT_MA
     with open_hdf5(source) as f, _unexpected_errors(source):
         model = parse_model_config(read_model_config(f, source), source, keras_version=_keras_version(f, source))
         check_supported(model, source)
-        layers = convert_model(model, WeightFile(f, _weights_root(f, source), source, budget))
-        return Network(layers, name=model.name)
+        layers, aliases = convert_model(model, WeightFile(f, _weights_root(f, source), source, budget))
+        return Network(layers, name=model.name, aliases=aliases)
 
 
 def _keras_version(f: h5py.File, source: str) -> str | None:
@@ -324,8 +325,14 @@ def _activation_problems(layer: KerasLayer) -> list[str]:
 # --- conversion ---------------------------------------------------------------------------
 
 
-def convert_model(model: KerasModel, weights: "WeightFile") -> list[Layer]:
-    """refcam layers for every Keras layer the output depends on, connected as in Keras."""
+def convert_model(model: KerasModel, weights: "WeightFile") -> tuple[list[Layer], dict[str, str]]:
+    """refcam layers for every Keras layer the output depends on, connected as in Keras, and the aliases.
+
+    The aliases name, for each Keras layer that made no refcam layer of its own
+    name (``Dropout``, ``StochasticDepth``, a ``Reshape`` read as nothing, an
+    inlined nested model), the refcam layer holding its output, so every Keras
+    layer name works as ``feature_layer=``.
+    """
     context = Context(weights)
     layers: list[Layer] = []
     for keras_layer in model.layers:
@@ -344,7 +351,16 @@ def convert_model(model: KerasModel, weights: "WeightFile") -> list[Layer]:
         output = converted[-1].name if converted else previous[0].refcam_name
         context.produced[keras_layer.name] = Produced(refcam_name=output, shape=known[output], keras_rank=rank)
     layers = _needed_by(layers, context.produced[model.output].refcam_name)
-    return _with_sequence_length(layers, weights.source)
+    return _with_sequence_length(layers, weights.source), _aliases(model, context, layers)
+
+
+def _aliases(model: KerasModel, context: Context, layers: list[Layer]) -> dict[str, str]:
+    """``{Keras name: refcam layer}`` for the Keras layers (and inlined models) without a refcam layer of their name."""
+    names = {layer.name for layer in layers}
+    holders = {keras_name: produced.refcam_name for keras_name, produced in context.produced.items()}
+    holders.update({nested: holders[output] for nested, output in model.inlined.items() if output in holders})
+    return {keras_name: target for keras_name, target in holders.items()
+            if keras_name not in names and target in names}
 
 
 def _check_input_count(layer: KerasLayer, spec: Spec) -> None:

@@ -80,7 +80,7 @@ from ..layers.resize import ResizeLayer
 from ..layers.shape import CroppingLayer
 from ..layers.transposed_convolution import (TransposedConvolution1dLayer, TransposedConvolution2dLayer,
                                              TransposedConvolution3dLayer)
-from .keras_config import MAX_CONFIG_INT, Constant, KerasLayer, _shown, exact_int
+from .keras_layer import MAX_CONFIG_INT, Constant, KerasLayer, _shown, exact_int
 from .keras_convert import (Context, Factory, Produced, Spec, _activation_name, _chain, _check_channel_axis,
                             _input_channels, _rank_of_class, constant_value, side_amounts)
 from .keras_weights import transposed_conv_kernel_to_internal

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError, MissingDatasetError, WeightShapeError
-from .keras_config import MAX_STRING_ATTRIBUTE_COUNT, KerasLayer, _shown
+from .keras_layer import MAX_STRING_ATTRIBUTE_COUNT, KerasLayer, _shown
 from .safe import DEFAULT_MAX_TENSOR_BYTES, HDF5_READ_ERRORS, hdf5_object, read_dataset
 
 Shape = tuple[Any, ...]
@@ -247,10 +247,11 @@ class WeightFile:
         return self._read(layer, f"{group_path}/{names[0]}", tuple(keras_shape))
 
     def _group_path(self, layer: KerasLayer) -> str:
+        """``<root>/<layer>``, or ``<root>/<nested model>`` for a layer of an inlined nested model."""
         if self.root is None:
             raise MissingDatasetError(f"{self.source}: the group /model_weights is missing, so layer "
                                       f"{layer.name!r} ({layer.class_name}) has no weights.")
-        return f"{self.root.rstrip('/')}/{layer.name}"
+        return f"{self.root.rstrip('/')}/{layer.weight_owner or layer.name}"
 
     def _weight_names(self, layer: KerasLayer, group_path: str) -> list[str]:
         group = self._object(group_path, h5py.Group,
@@ -259,8 +260,11 @@ class WeightFile:
         if "weight_names" not in group.attrs:
             raise MissingDatasetError(f"{self.source}: the group {group_path} of layer {layer.name!r} has no "
                                       "'weight_names' attribute.")
-        return string_attribute(group, "weight_names", f"the attribute 'weight_names' of {group_path}",
-                                self.source)
+        names = string_attribute(group, "weight_names", f"the attribute 'weight_names' of {group_path}",
+                                 self.source)
+        if layer.weight_owner is None:
+            return names
+        return [name for name in names if name.split("/")[-2:-1] == [layer.name]]   # <...>/<layer>/<weight>
 
     def _read(self, layer: KerasLayer, path: str, expected: Shape) -> np.ndarray:
         where = f"the dataset {path} of layer {layer.name!r} ({layer.class_name})"
