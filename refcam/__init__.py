@@ -14,8 +14,10 @@ from .errors import RefcamError
 from .interop import from_torch
 from .io import load, save
 from .network import Network
+from .preprocess import Preprocessing, map_to_original, preprocess
 
 __version__ = "0.1.0"
 
 __all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "compare", "from_torch", "golden",
-           "gradcam", "imresize", "imresize3", "load", "rescale", "save"]
+           "gradcam", "imresize", "imresize3", "load", "map_to_original", "preprocess", "Preprocessing", "rescale",
+           "save"]

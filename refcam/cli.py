@@ -15,13 +15,19 @@ Exit codes
      is not in the network, a missing optional package, ...), or every input
      of ``refcam gradcam`` failed.
 3    internal error: a bug in refcam; rerun with ``--debug`` and report the traceback.
+4    empty result: ``refcam gradcam`` processed every input, but a map is zero
+     everywhere or not finite (a warning names it; ``--allow-empty`` accepts it).
 130  interrupted (Ctrl-C).
 
+``--debug`` prints the traceback of an error and keeps the exit code.
+
 Inputs of ``refcam gradcam`` and ``refcam golden``: PNG/JPEG/BMP/TIFF images
-(read with Pillow, kept as uint8 like MATLAB's ``imread``, converted to the
-network's 1 or 3 channels, resized with MATLAB's bicubic ``imresize`` when
-their size is not the network's), ``.npy`` arrays (the network's MATLAB layout
-unless ``--format`` names another), and CSV sequences (``--csv-orientation``:
+(read with Pillow as uint8 like MATLAB's ``imread``, converted to the
+network's 1 or 3 channels, then :func:`refcam.preprocess` with ``--preprocess``
+and its overrides, else what the network declares, else the preset ``none``:
+MATLAB's bicubic ``imresize`` to the input size, raw values), ``.npy`` arrays
+(taken as the network input, in the network's MATLAB layout unless
+``--format`` names another), and CSV sequences (``--csv-orientation``:
 ``time-rows`` = one row per time step, ``feature-rows`` = one row per feature;
 a first line that is not numbers is a header and skipped).
 """
@@ -30,21 +36,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from . import __version__
-from .errors import InputError, LabelError, OptionalDependencyError, RefcamError
+from .errors import InputError, LabelError, LayerNotFoundError, OptionalDependencyError, RefcamError
 
-EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR, EXIT_INTERNAL, EXIT_EMPTY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy",)
 CSV_SUFFIXES = (".csv",)
 INPUT_SUFFIXES = IMAGE_SUFFIXES + ARRAY_SUFFIXES + CSV_SUFFIXES
 UPSAMPLING = ("bicubic", "nearest", "none")
 CSV_ORIENTATIONS = ("time-rows", "feature-rows")
+OUTPUT_SUFFIXES = (".png", ".npy")
+REDUCTIONS = ("sum",)
 DEMO_OUTPUT = "refcam_demo.png"
 SEQUENCE_PROBE_LENGTHS = (1, 2, 8, 32, 128)
 MODEL_HELP = "a network file: refcam HDF5, Keras HDF5 or ONNX (what refcam.load reads)"
@@ -62,7 +71,8 @@ examples:
   refcam compare cat.golden.h5 my_map.npy         is my map refcam's?
 
 exit codes: 0 success; 1 some inputs failed or compare out of tolerance; 2 error (bad usage,
-missing file, bad label, ...); 3 internal error (please report, with --debug).""",
+missing file, bad label, ...); 3 internal error (please report, with --debug); 4 a map is
+all zero or not finite (refcam gradcam; --allow-empty accepts it).""",
     "demo": """\
 examples:
   refcam demo                     writes refcam_demo.png in the current folder
@@ -75,6 +85,8 @@ examples:
     "gradcam": """\
 examples:
   refcam gradcam net.h5 cat.png                        predicted class; writes cat_gradcam.png/.npy here
+  refcam gradcam resnet18.onnx cat.jpg --preprocess imagenet-torchvision --classes imagenet.txt
+  refcam gradcam net.h5 cat.png --label top5           the five best classes, one map each
   refcam gradcam net.h5 cat.png --label tabby -o out/  the class "tabby"; writes into out/
   refcam gradcam net.h5 cat.png -o cat_map.npy         only the map, as .npy
   refcam gradcam net.h5 photos/ --label 3              a folder; label = 0-based class index 3
@@ -83,9 +95,11 @@ examples:
   refcam gradcam net.h5 x.npy --format CSS --feature-layer relu_3 --reduction-layer fc
   refcam gradcam net.h5 cat.png --convention pytorch-grad-cam
 
-Without --label: the predicted class (classification networks), or the sum of the reduction
-layer's output (other networks; the identity for a one-output regression such as E2 of MATLAB's gradCAM page).
-A label is a class name or a 0-based class index (MATLAB's indices are 1-based).""",
+Without --label: the predicted class, the top-1 of the reduction layer's output (softmax or
+logits), as MATLAB's examples do with classify; --reduction sum differentiates the sum of that
+output instead. A label is a class name (from the network or --classes FILE), a 0-based class
+index (MATLAB's indices are 1-based), top1 or top5. Images are preprocessed as --preprocess says,
+else as the network declares (refcam info), else with the preset none (MATLAB's squash).""",
     "golden": """\
 examples:
   refcam golden net.h5 cat.png -o cat.golden.h5
@@ -137,13 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images (.png .jpg .jpeg .bmp .tif), arrays (.npy), sequences (.csv), or folders")
     _add_gradcam_options(gradcam)
     gradcam.add_argument("-o", "--output", default=".", metavar="OUT",
-                         help="a folder (default: the current one), or for one input a file name ending "
-                              "in .png (only the overlay) or .npy (only the map)")
+                         help="a folder (default: the current one; created if missing), or for one input a file "
+                              "name ending in .png (only the overlay) or .npy (only the map)")
     gradcam.add_argument("--png", action=argparse.BooleanOptionalAction, default=True,
                          help="write overlay/figure PNGs (default: yes)")
     gradcam.add_argument("--npy", action=argparse.BooleanOptionalAction, default=True,
                          help="write the maps as .npy, MATLAB's map layout (default: yes)")
-    gradcam.add_argument("--alpha", type=float, default=0.5, help="opacity of the map over the image (0.5)")
+    gradcam.add_argument("--alpha", type=unit_interval, default=0.5,
+                         help="opacity of the map over the image, in [0, 1] (0.5)")
+    gradcam.add_argument("--allow-empty", action="store_true",
+                         help="exit 0, not 4, when a map is zero everywhere or not finite (the warning stays)")
 
     golden = command("golden", "Compute Grad-CAM of one input and write a golden file (every intermediate).")
     golden.add_argument("model", metavar="MODEL", help=MODEL_HELP)
@@ -165,7 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_gradcam_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", nargs="+", metavar="L",
                         help="class name or 0-based class index; one for all inputs, one per input, or "
-                             "several for one input (one map per label)")
+                             "several for one input (one map per label); top1 (the default: the predicted "
+                             "class) or top5 (the five best, one map each)")
+    parser.add_argument("--classes", metavar="FILE",
+                        help="class names of the output channels: one per line, or a JSON list "
+                             "(default: the network's own, refcam info shows them)")
+    parser.add_argument("--reduction", choices=REDUCTIONS,
+                        help="sum: differentiate the sum of the reduction layer's output instead of one class")
+    _add_preprocessing_options(parser.add_argument_group(
+        "preprocessing of image files", "default: what the network declares (refcam info), else the preset none:\n"
+        "MATLAB's bicubic squash to the input size, raw values; the flags after --preprocess replace its fields"))
     parser.add_argument("--feature-layer", metavar="NAME", help="default: MATLAB's rule (refcam info shows it)")
     parser.add_argument("--reduction-layer", metavar="NAME", help="default: MATLAB's rule (refcam info shows it)")
     parser.add_argument("--upsampling", choices=UPSAMPLING, default=None,
@@ -180,6 +206,52 @@ def _add_gradcam_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv-orientation", choices=CSV_ORIENTATIONS, default="time-rows",
                         help="CSV sequences: time-rows = one row per time step (default), "
                              "feature-rows = one row per feature (MATLAB's c x t)")
+
+
+def _add_preprocessing_options(group: Any) -> None:
+    group.add_argument("--preprocess", metavar="PRESET",
+                       help="imagenet-torchvision, imagenet-caffe, keras-mobilenet or none (docs/preprocessing.md)")
+    group.add_argument("--resize", type=resize_option, metavar="MODE",
+                       help="squash, pad, shorter-side+centre-crop, or shorter-side+centre-crop:N (N: the shorter "
+                            "side before the crop)")
+    group.add_argument("--channel-order", choices=("RGB", "BGR"), help="the network's channel order")
+    group.add_argument("--scale", type=number, metavar="S", help="factor before mean and std, e.g. 1/255")
+    group.add_argument("--mean", type=number, nargs="+", metavar="M", help="subtracted after --scale; one value, "
+                                                                          "or one per channel")
+    group.add_argument("--std", type=number, nargs="+", metavar="S", help="divided by after the mean; one value, "
+                                                                         "or one per channel")
+
+
+def unit_interval(text: str) -> float:
+    """An ``--alpha`` value: a number in [0, 1]."""
+    value = number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1] (0: the image only, 1: the map only)")
+    return value
+
+
+def number(text: str) -> float:
+    """A finite number, or a fraction such as ``1/255``."""
+    numerator, _, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator) if denominator else float(numerator)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.5 or 1/255)") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def resize_option(text: str) -> tuple[str, int | None]:
+    """``--resize MODE`` or ``shorter-side+centre-crop:N`` as (mode, shorter side)."""
+    from .preprocess import RESIZE_MODES, close_match_hint
+    mode, _, size = text.partition(":")
+    if mode not in RESIZE_MODES or (size and (mode != "shorter-side+centre-crop" or not size.isdigit()
+                                              or int(size) < 1)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a resize mode: give squash, pad, shorter-side+centre-crop or "
+            f"shorter-side+centre-crop:N (N a positive integer).{close_match_hint(mode, RESIZE_MODES)}")
+    return mode, int(size) if size else None
 
 
 # --- entry point -----------------------------------------------------------------------------------
@@ -197,16 +269,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except (RefcamError, OSError) as err:
-        if args.debug:
-            raise
+        show_traceback(args)
         print(f"refcam {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as err:  # a bug: say so in one line, the traceback is one flag away
-        if args.debug:
-            raise
+        show_traceback(args)
         print(f"refcam {args.command}: internal error: {type(err).__name__}: {one_line(str(err))} "
               "(a bug in refcam; rerun with --debug and report the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def show_traceback(args: argparse.Namespace) -> None:
+    """With ``--debug``, the traceback of the error being handled, on standard error (the exit code stays)."""
+    if args.debug:
+        traceback.print_exc(file=sys.stderr)
 
 
 def one_line(text: str) -> str:
@@ -303,6 +379,11 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         print(f"output:           {net.output_layer.name!r}, {net.output_shapes[net.output_layer.name]} "
               "(C, *spatial) per observation; no class names")
+    if net.preprocessing is not None:
+        print(f"preprocessing:    {net.preprocessing.describe()} (declared by the network)")
+    else:
+        print("preprocessing:    none declared; refcam gradcam uses --preprocess, else the preset 'none' "
+              "(MATLAB's squash, raw values)")
     reduction = default_reduction_layer(net)
     print(f"default layers:   feature layer {default_feature_text(net, reduction)}, reduction layer "
           f"{reduction!r} (MATLAB's rules)")
@@ -341,13 +422,19 @@ def input_description(net: Any) -> str:
 # --- inputs ----------------------------------------------------------------------------------------
 @dataclass
 class Input:
-    """One input as read: the array for refcam, its format, and a description for the log."""
+    """One input as read: the array for refcam, its format, and a description for the log.
+
+    For an image file also the pixels as read (``original``) and where the
+    network input lies in them (``geometry``, :class:`refcam.preprocess.Geometry`).
+    """
 
     path: str
     x: np.ndarray
     format: str
     description: str
     notes: list[str] = field(default_factory=list)
+    original: np.ndarray | None = None
+    geometry: Any = None
 
 
 def expand_inputs(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -371,11 +458,11 @@ def expand_inputs(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]
     return files, problems
 
 
-def read_input(path: str, net: Any, fmt: str | None, csv_orientation: str) -> Input:
-    """Read one input file for ``net`` (rules in the module docstring)."""
+def read_input(path: str, net: Any, fmt: str | None, csv_orientation: str, preprocessing: Any = None) -> Input:
+    """Read one input file for ``net`` (rules in the module docstring); images go through ``preprocessing``."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix in IMAGE_SUFFIXES:
-        return read_image(path, net)
+        return read_image(path, net, preprocessing)
     if suffix in ARRAY_SUFFIXES:
         return read_array(path, net, fmt)
     if suffix in CSV_SUFFIXES:
@@ -384,8 +471,9 @@ def read_input(path: str, net: Any, fmt: str | None, csv_orientation: str) -> In
                      f"({' '.join(IMAGE_SUFFIXES)}), .npy arrays or .csv sequences.")
 
 
-def read_image(path: str, net: Any) -> Input:
-    """An image file as uint8 h x w x c with the network's channel count and size."""
+def read_image(path: str, net: Any, preprocessing: Any = None) -> Input:
+    """An image file read as uint8 h x w x c with the network's channel count, then preprocessed."""
+    from .preprocess import PRESETS, preprocess
     layer = net.input_layer
     if layer.default_format != "SSC":
         raise InputError(f"{path}: an image file, but the network takes {input_description(net)}; "
@@ -403,17 +491,30 @@ def read_image(path: str, net: Any) -> Input:
                          "channels, so save the input as a .npy array (h x w x c).")
     try:
         with Image.open(path) as image:
-            original = f"{image.width}x{image.height} {image.mode}"
+            original = f"{image.height}x{image.width} {image.mode}"
             pixels = np.asarray(image.convert(modes[channels]), dtype=np.uint8)
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: Pillow cannot read this image ({one_line(str(err))}).") from err
     pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], channels)
+    spec = preprocessing or PRESETS["none"]
+    x, geometry = preprocess(pixels, spec, (height, width, channels))
+    return Input(path, x, "SSC", f"{original} image (H x W)", geometry_notes(geometry, spec), pixels, geometry)
+
+
+def geometry_notes(geometry: Any, spec: Any) -> list[str]:
+    """The log's words for what the preprocessing did to an image's size (H x W throughout)."""
+    from .preprocess import PRESETS
     notes = []
-    if pixels.shape[:2] != (height, width):
-        from .cam.resize import imresize
-        notes.append(f"resized {pixels.shape[0]}x{pixels.shape[1]} -> {height}x{width} (MATLAB imresize, bicubic)")
-        pixels = imresize(pixels, (height, width), "bicubic")
-    return Input(path, pixels, "SSC", f"{original} image", notes)
+    if geometry.resized_size != geometry.original_size:
+        kernel = ("torchvision resize, antialiased bilinear" if spec.resize == "shorter-side+centre-crop"
+                  else "MATLAB imresize, bicubic")
+        notes.append(f"resized {size_text(geometry.original_size)} -> {size_text(geometry.resized_size)} ({kernel})")
+    if geometry.resized_size != geometry.input_size:
+        (top, left), what = geometry.offset, "centre crop" if spec.resize != "pad" else "padded to"
+        notes.append(f"{what} {size_text(geometry.input_size)} (top {top}, left {left})")
+    if spec != PRESETS["none"]:
+        notes.append(f"preprocessing: {spec.describe()}")
+    return notes
 
 
 def read_array(path: str, net: Any, fmt: str | None) -> Input:
@@ -456,42 +557,15 @@ def load_csv_table(path: str) -> np.ndarray:
 
 
 # --- labels and scores -----------------------------------------------------------------------------
-def parse_labels(texts: Sequence[str] | None, net: Any) -> list[str | int] | None:
-    """Command-line labels as class names or 0-based indices, checked against the network's classes."""
-    if texts is None:
-        return None
-    return [parse_label(text, net) for text in texts]
-
-
-def parse_label(text: str, net: Any) -> str | int:
-    """A class name when it is one; otherwise a 0-based integer index (in range, when the classes are known)."""
-    classes = net.classes
-    if classes is not None and text in classes:
-        return text
-    try:
-        index = int(text)
-    except ValueError:
-        if classes is None:
-            raise LabelError(f"--label {text!r}: this network has no class names; give a 0-based index of the "
-                             "reduction layer's output channels.") from None
-        shown = ", ".join(repr(c) for c in classes[:20]) + (", ..." if len(classes) > 20 else "")
-        raise LabelError(f"--label {text!r} is not a class of this network; give a class name or a 0-based "
-                         f"index. Classes: {shown}.") from None
-    if classes is not None and not 0 <= index < len(classes):
-        raise LabelError(f"--label {index} is out of range: the network has {len(classes)} classes, 0-based "
-                         f"indices 0..{len(classes) - 1} (MATLAB's are 1-based).")
-    return index
-
-
 def sum_of_outputs(y: Any) -> Any:
-    """The score of a network without classes: the reduction layer's output summed (E2's identity for one output)."""
+    """``--reduction sum``: the reduction layer's output summed (E2's identity for one output)."""
     return y.sum()
 
 
-def labels_per_input(labels: list[str | int] | None, count: int) -> list[Any]:
+def labels_per_input(labels: list[int] | str | None, count: int) -> list[Any]:
     """The label argument of each input: one for all, one each, or (one input) a list of labels."""
-    if labels is None:
-        return [None] * count
+    if labels is None or isinstance(labels, str):
+        return [labels] * count
     if len(labels) == 1:
         return [labels[0]] * count
     if count == 1:
@@ -504,28 +578,41 @@ def labels_per_input(labels: list[str | int] | None, count: int) -> list[Any]:
 
 @dataclass
 class Prediction:
-    """The label (or reduction) Grad-CAM uses for one input, and how it was chosen, for the log."""
+    """The label (0-based index, list of them, or a reduction) Grad-CAM uses for one input, and why."""
 
     label: Any
     reduction: Callable[[Any], Any] | None
-    text: str
+    how: str
 
 
-def choose_score(net: Any, item: Input, label: Any, dtype: str) -> Prediction:
-    """The given label, else the predicted class, else (no classes) the summed reduction output."""
-    if label is not None:
-        return Prediction(label, None, f"label {label!r}")
-    output = np.asarray(net.predict(item.x, format=item.format, dtype=dtype))
-    classes = net.classes
-    if classes is None:
-        values = ", ".join(f"{v:.4g}" for v in output.reshape(-1)[:4]) + (", ..." if output.size > 4 else "")
-        return Prediction(None, sum_of_outputs, f"output {values}; score: sum of the reduction layer's output")
-    if "B" in item.format.upper():
-        raise LabelError(f"{item.path}: a batch (format {item.format}) has one prediction per observation; "
-                         "give --label.")
-    totals = output.reshape(-1, len(classes)).sum(axis=0)
-    best = int(np.argmax(totals))
-    return Prediction(classes[best], None, f"predicted {classes[best]!r} (score {totals[best]:.4g})")
+def choose_score(net: Any, item: Input, label: Any, args: argparse.Namespace) -> Prediction:
+    """``--reduction sum``, the given label(s), or the top-1 / top-5 of the reduction layer's output."""
+    from .cam.selection import default_reduction_layer
+    from .labels import TOP_K, top_classes
+    if args.reduction == "sum":
+        return Prediction(None, sum_of_outputs, "score: sum of the reduction layer's output (--reduction sum)")
+    if label is not None and not isinstance(label, str):
+        return Prediction(label, None, "given by --label")
+    k = TOP_K[label or "top1"]
+    layer = net.resolve(args.reduction_layer or default_reduction_layer(net))
+    reduced = net.activations(item.x, [layer], format=item.format, dtype=args.dtype)[layer]
+    try:
+        ranked = top_classes(reduced, k)
+    except LabelError as err:
+        raise LabelError(f"{item.path}: {err}") from None
+    if k == 1:
+        return Prediction(ranked[0].index, None, f"predicted top-1 of {layer!r}")
+    return Prediction([c.index for c in ranked], None, f"predicted top-{len(ranked)} of {layer!r}")
+
+
+def score_text(prediction: Prediction, result: Any, classes: Sequence[str] | None) -> str:
+    """The log's words for the class(es) and score(s) Grad-CAM differentiated."""
+    from .labels import class_text
+    scores = np.asarray(result.scores, dtype=np.float64)                   # (K, B)
+    if prediction.reduction is not None:
+        return f"{prediction.how}, value {scores.reshape(-1)[0]:.4g}"
+    shown = [class_text(int(index), classes, score) for index, score in zip(result.labels, scores[:, 0])]
+    return ("class " if len(shown) == 1 else "classes ") + ", ".join(shown) + f", {prediction.how}"
 
 
 def compute(net: Any, item: Input, prediction: Prediction, args: argparse.Namespace) -> Any:
@@ -539,6 +626,16 @@ def compute(net: Any, item: Input, prediction: Prediction, args: argparse.Namesp
     return gradcam_as(args.convention, net, item.x, prediction.label, **options)
 
 
+def empty_map_problem(score_map: Any) -> str | None:
+    """Why a map shows nothing (zero everywhere, NaN or Inf), or None when it is fine."""
+    values = np.asarray(score_map)
+    if not np.isfinite(values).all():
+        return f"the map holds {int(np.sum(~np.isfinite(values)))} NaN or Inf values"
+    if not values.any():
+        return "the map is zero everywhere (no position has positive evidence for the class at this feature layer)"
+    return None
+
+
 def check_convention(name: str) -> None:
     """Refuse an unknown ``--convention`` before any work is done."""
     if name == "matlab":
@@ -549,69 +646,130 @@ def check_convention(name: str) -> None:
 
 
 # --- gradcam ---------------------------------------------------------------------------------------
-def run_gradcam(args: argparse.Namespace) -> int:
-    """``refcam gradcam MODEL INPUT...``: maps and overlays; failed inputs are reported and skipped."""
+@dataclass
+class Setup:
+    """What every input of a run shares: the network (with ``--classes``), the preprocessing, the labels."""
+
+    net: Any
+    preprocessing: Any
+    labels: list[int] | str | None
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    """Load the network and check every option that does not depend on an input, before reading any."""
     from .io import load
+    from .labels import parse_labels, read_class_names
 
     check_convention(args.convention)
     net = load(args.model)
+    if args.classes is not None:
+        try:
+            net = net.with_metadata(classes=read_class_names(args.classes))
+        except RefcamError as err:
+            raise type(err)(f"--classes {args.classes}: {without_path(str(err), args.classes)}") from None
     check_options(net, args)
-    labels = parse_labels(args.label, net)
+    if args.reduction is not None and args.label is not None:
+        raise LabelError("--label and --reduction sum both say what to differentiate; give one of them.")
+    return Setup(net, choose_preprocessing(net, args), parse_labels(args.label, net.classes))
+
+
+def choose_preprocessing(net: Any, args: argparse.Namespace) -> Any:
+    """``--preprocess`` (else the network's, else the preset none) with ``--resize`` ... ``--std`` over it."""
+    from .preprocess import PRESETS, get_preprocessing
+    base = get_preprocessing(args.preprocess) if args.preprocess else (net.preprocessing or PRESETS["none"])
+    changes: dict[str, Any] = {}
+    if args.resize is not None:
+        changes["resize"] = args.resize[0]
+        if args.resize[1] is not None:
+            changes["shorter_side"] = args.resize[1]
+    for name in ("channel_order", "scale", "mean", "std"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    return replace(base, **changes)
+
+
+def run_gradcam(args: argparse.Namespace) -> int:
+    """``refcam gradcam MODEL INPUT...``: maps and overlays; failed inputs are reported and skipped."""
+    setup = prepare(args)
     files, problems = expand_inputs(args.inputs)
     targets = OutputTargets.from_args(args, files)
-    per_input = labels_per_input(labels, len(files)) if files else []
-    failures = list(problems)
+    per_input = labels_per_input(setup.labels, len(files)) if files else []
+    failures, empty = list(problems), []
     done = 0
     with Progress(len(files)) as bar:
         for path, label, stem in zip(files, per_input, targets.stems):
             bar.describe(os.path.basename(path))
             try:
-                bar.write(process_one(net, path, label, stem, targets, args))
+                line, problem = process_one(setup, path, label, stem, targets, args)
+                bar.write(line)
                 done += 1
             except (RefcamError, OSError) as err:
-                if args.debug:
-                    raise
+                show_traceback(args)
                 failures.append((path, without_path(describe_error(err), path)))
                 bar.write(f"refcam gradcam: error: {path}: {failures[-1][1]}", sys.stderr)
+            else:
+                if problem is not None:
+                    empty.append(path)
+                    bar.write(f"refcam gradcam: warning: {path}: {problem}; choose another --label or "
+                              "--feature-layer" + ("." if args.allow_empty else
+                                                   f" (exit code {EXIT_EMPTY}; --allow-empty accepts it)."),
+                              sys.stderr)
             bar.advance()
     for note in targets.notes:
         print(f"note: {note}")
     total = len(files) + len(problems)
     if total > 1:
         print(f"summary: {total} inputs, {done} done, {len(failures)} failed"
+              + (f", {len(empty)} empty" if empty else "")
               + "".join(f"\n  failed: {path}: {message}" for path, message in failures))
     elif problems:
         print(f"refcam gradcam: error: {problems[0][0]}: {problems[0][1]}", file=sys.stderr)
     if failures:
         return EXIT_PARTIAL if done else EXIT_ERROR   # some written, or nothing
-    return EXIT_OK
+    return EXIT_EMPTY if empty and not args.allow_empty else EXIT_OK
 
 
 def check_options(net: Any, args: argparse.Namespace) -> None:
     """Refuse options that would fail for every input (layer names, device, upsampling), before reading any."""
     from .backend import resolve_device
-    from .cam.selection import check_layer_name
     if args.convention != "matlab" and args.upsampling is not None:
         raise RefcamError("--upsampling applies to --convention matlab only; each peer convention resizes "
                           "its own way (docs/oracle.md).")
     for role in ("feature_layer", "reduction_layer"):
         name = getattr(args, role)
         if name is not None:
-            check_layer_name(net, name, "--" + role.replace("_", "-"))
+            check_layer(net, name, "--" + role.replace("_", "-"))
     resolve_device(args.device)
 
 
-def process_one(net: Any, path: str, label: Any, stem: str, targets: "OutputTargets",
-                args: argparse.Namespace) -> str:
-    """Read, compute and write one input; returns its log line."""
-    item = read_input(path, net, args.format, args.csv_orientation)
-    prediction = choose_score(net, item, label, args.dtype)
+def check_layer(net: Any, name: str, option: str) -> None:
+    """The layer name of ``option``, or a LayerNotFoundError suggesting the closest names (difflib)."""
+    from .cam.selection import check_layer_name
+    from .preprocess import close_match_hint
+    try:
+        check_layer_name(net, name, option)
+    except LayerNotFoundError as err:
+        hint = close_match_hint(name, net.layer_names + list(net.aliases))
+        if not hint:
+            raise
+        names = str(err).split("; ", 1)[1]                              # "valid layer names are: ..."
+        raise LayerNotFoundError(f"{option} {name!r} is not a layer of this network.{hint} "
+                                 f"{names[0].upper()}{names[1:]}") from None
+
+
+def process_one(setup: Setup, path: str, label: Any, stem: str, targets: "OutputTargets",
+                args: argparse.Namespace) -> tuple[str, str | None]:
+    """Read, compute and write one input; returns its log line and why its map is empty (or None)."""
+    net = setup.net
+    item = read_input(path, net, args.format, args.csv_orientation, setup.preprocessing)
+    prediction = choose_score(net, item, label, args)
     result = compute(net, item, prediction, args)
-    written = targets.write(stem, net, item, result, isinstance(label, list), args.alpha)
+    written = targets.write(stem, net, item, result, isinstance(prediction.label, list), args.alpha)
     notes = "".join(f"; {note}" for note in item.notes)
-    return (f"{path}: {item.description}{notes}; {prediction.text}; feature layer {result.feature_layer!r}, "
-            f"reduction layer {result.reduction_layer!r}; map {size_text(result.map.shape)} -> "
-            + (", ".join(written) if written else "nothing written"))
+    line = (f"{path}: {item.description}{notes}; {score_text(prediction, result, net.classes)}; feature layer "
+            f"{result.feature_layer!r}, reduction layer {result.reduction_layer!r}; map "
+            f"{size_text(result.map.shape)} -> " + (", ".join(written) if written else "nothing written"))
+    return line, empty_map_problem(result.map)
 
 
 @dataclass
@@ -629,7 +787,12 @@ class OutputTargets:
     def from_args(cls, args: argparse.Namespace, files: Sequence[str]) -> "OutputTargets":
         output = args.output
         suffix = os.path.splitext(output)[1].lower()
-        if suffix in (".png", ".npy") and not os.path.isdir(output):
+        if suffix and suffix not in OUTPUT_SUFFIXES and not os.path.isdir(output):
+            raise RefcamError(f"-o {output}: ends in {suffix}, which is neither a folder nor a file refcam gradcam "
+                              "writes; give a folder (created if missing), or for one input a file name ending in "
+                              ".png (the overlay) or .npy (the map). A new folder with a dot in its name: create "
+                              "it first.")
+        if suffix in OUTPUT_SUFFIXES and not os.path.isdir(output):
             if len(files) > 1 or len(args.inputs) > 1:
                 raise RefcamError(f"-o {output}: a file name is for one input; give a folder for several inputs.")
             folder = os.path.dirname(output) or "."
@@ -671,6 +834,10 @@ class OutputTargets:
         x = item.x if item.format == kind else matlab_layout(net, item)
         maps = ([(f"_label{index}", np.take(score_map, k, axis=-1)) for k, index in enumerate(result.labels)]
                 if stacked else [("", score_map)])
+        if item.original is not None and np.shape(score_map)[:2] == item.geometry.input_size:
+            from .preprocess import map_to_original                     # an image file: drawn on the photo
+            x = item.original
+            maps = [(suffix, map_to_original(one_map, item.geometry)) for suffix, one_map in maps]
         paths = []
         for label_suffix, one_map in maps:
             path = self.path(stem + label_suffix, ".png")
@@ -760,22 +927,19 @@ class Progress:
 def run_golden(args: argparse.Namespace) -> int:
     """``refcam golden MODEL INPUT -o GOLDEN``: refcam.golden.write with the command-line options."""
     from . import golden
-    from .io import load
 
-    check_convention(args.convention)
-    net = load(args.model)
-    check_options(net, args)
-    labels = parse_labels(args.label, net)
-    item = read_input(args.input, net, args.format, args.csv_orientation)
-    label = None if labels is None else (labels[0] if len(labels) == 1 else labels)
-    prediction = choose_score(net, item, label, args.dtype)
+    setup = prepare(args)
+    net, labels = setup.net, setup.labels
+    item = read_input(args.input, net, args.format, args.csv_orientation, setup.preprocessing)
+    label = labels if labels is None or isinstance(labels, str) else (labels[0] if len(labels) == 1 else labels)
+    prediction = choose_score(net, item, label, args)
     options = {} if args.upsampling is None else {"upsampling": args.upsampling}
     written = golden.write(args.output, net, item.x, prediction.label, reduction=prediction.reduction,
                            convention=args.convention, feature_layer=args.feature_layer,
                            reduction_layer=args.reduction_layer, format=item.format, device=args.device,
                            dtype=args.dtype, **options)
     notes = "".join(f"; {note}" for note in item.notes)
-    print(f"{args.input}: {item.description}{notes}; {prediction.text}")
+    print(f"{args.input}: {item.description}{notes}; {score_text(prediction, written, net.classes)}")
     print(f"wrote {args.output}: convention {written.convention}, feature layer {written.feature_layer!r}, "
           f"reduction layer {written.reduction_layer!r}, map {size_text(written.map.shape)} "
           f"({written.map_axes}), {written.dtype}")

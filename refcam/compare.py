@@ -315,8 +315,14 @@ def _compare_stage(name: str, c: np.ndarray, g: np.ndarray, rtol: float, atol: f
             result.iou = {k: top_k_iou(c, g, k) for k in top_k}
     result.passed = nonfinite == 0 and result.max_abs_error <= allowed
     if not result.passed and nonfinite == 0:
-        result.hints = value_hints(c, g, rtol, atol)
+        result.hints = value_hints(c, g, rtol, atol, positions=_feature_positions(goldens))
     return result
+
+
+def _feature_positions(goldens: dict[str, np.ndarray]) -> int | None:
+    """N, the number of spatial positions of the golden's feature map (activations (B, C, *S)), if known."""
+    activations = goldens.get("activations")
+    return int(np.prod(activations.shape[2:])) if activations is not None and activations.ndim > 2 else None
 
 
 def _index(values: np.ndarray) -> tuple[int, ...]:
@@ -426,8 +432,13 @@ def _reordered(c: np.ndarray, g: np.ndarray, allowed: float) -> str:
     return ""
 
 
-def value_hints(c: np.ndarray, g: np.ndarray, rtol: float, atol: float) -> list[str]:
-    """For a same-shape failure: is the candidate a transpose, a multiple or a shift of the golden?"""
+def value_hints(c: np.ndarray, g: np.ndarray, rtol: float, atol: float, positions: int | None = None) -> list[str]:
+    """For a same-shape failure: is the candidate a transpose, a multiple or a shift of the golden?
+
+    ``positions`` (N, the feature map's spatial positions) names the commonest
+    multiple: alpha summed over the positions instead of averaged. A single
+    number gets no multiple or shift hint (any two numbers are one of the other).
+    """
     hints = []
     scale = float(np.abs(g).max())
     allowed = atol + rtol * scale
@@ -438,10 +449,16 @@ def value_hints(c: np.ndarray, g: np.ndarray, rtol: float, atol: float) -> list[
     if g.ndim > 1 and _reordered(c, g, allowed):
         hints.append(f"the candidate is the golden's numbers in another memory order ({_reordered(c, g, allowed)} "
                      "gives the golden): a row-major vs column-major (MATLAB) reshape?")
+    if g.size < 2:
+        return hints
     slope, offset = _affine_fit(c, g)
     fitted = slope * g + offset
     if _close(c, fitted, atol + rtol * max(float(np.abs(fitted).max()), scale)):
-        if abs(offset) <= allowed:
+        if abs(offset) <= allowed and positions and positions > 1 and math.isclose(slope, positions,
+                                                                                  rel_tol=max(10 * rtol, 1e-9)):
+            hints.append(f"the candidate is the golden x {positions} positions: a sum instead of a mean of dy/dA "
+                         "over the feature map's positions (alpha is their mean)?")
+        elif abs(offset) <= allowed:
             hints.append(f"the candidate is {slope:.9g} x the golden: a normalisation (min-max, divide by max) "
                          "or a different score (softmax probability vs logit)?")
         elif abs(slope - 1.0) <= rtol:

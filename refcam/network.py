@@ -54,6 +54,16 @@ is that layer's. Every lookup by name (:meth:`Network.layer`,
 name and names an existing layer (NetworkError otherwise); refcam's HDF5 file
 keeps them (``docs/hdf5-format.md``).
 
+Metadata
+--------
+``classes`` names the output channels of a network without a classification
+layer (an ONNX or PyTorch classifier ending in logits or a softmax), as
+MATLAB's ``Classes``; a classification layer's own classes take precedence and
+must agree. ``preprocessing`` (a :class:`refcam.Preprocessing`, a preset name
+or its dict) says how a photo becomes this network's input
+(``docs/preprocessing.md``). Both are optional, kept by refcam's HDF5 file and
+by :meth:`Network.with_metadata`.
+
 Layouts: ``forward_tensors`` takes and returns refcam's internal
 ``(B, C, *spatial)`` Tensors. ``predict`` and ``activations`` take the caller's
 array and format and convert it with :mod:`refcam.layout` (the input layer
@@ -94,6 +104,10 @@ class Network:
         A label for displays.
     aliases : mapping of str to str, optional
         Other names for layers, ``{alias: layer name}`` (module docstring).
+    classes : sequence of str, optional
+        Names of the output channels (module docstring, Metadata).
+    preprocessing : Preprocessing, preset name or dict, optional
+        How an image becomes the input (module docstring, Metadata).
 
     Raises
     ------
@@ -109,7 +123,8 @@ class Network:
     """
 
     def __init__(self, layers: Sequence[Layer], name: str | None = None,
-                 aliases: Mapping[str, str] | None = None) -> None:
+                 aliases: Mapping[str, str] | None = None, *, classes: Sequence[str] | None = None,
+                 preprocessing: Any = None) -> None:
         listed = list(layers)
         _check_unique_names(listed)
         connected = _connect_series(listed)
@@ -123,6 +138,8 @@ class Network:
         _check_one_output(self._layers, self._consumers)
         self.name = name
         self._output_shapes = self.infer_shapes(self._declared_input_shape())
+        self._classes = _checked_classes(classes, self)
+        self.preprocessing = None if preprocessing is None else _checked_preprocessing(preprocessing)
 
     # -- structure ------------------------------------------------------------
     @property
@@ -177,11 +194,28 @@ class Network:
 
     @property
     def classes(self) -> list[str] | None:
-        """Class names of the classification output layer, else None."""
+        """Class names of the classification output layer, else those given as ``classes=``, else None."""
+        return None if self._classes is None else list(self._classes)
+
+    def _layer_classes(self) -> list[str] | None:
         if not self.has_output_layer:
             return None
         classes = getattr(self.output_layer, "classes", None)
-        return None if classes is None else list(classes)
+        return list(classes) if classes else None
+
+    def with_metadata(self, *, classes: Any = ..., preprocessing: Any = ...) -> "Network":
+        """A copy (the same layers) with other ``classes`` and/or ``preprocessing``; None removes one.
+
+        >>> net = refcam.from_torch(model.eval(), x).with_metadata(preprocessing="imagenet-torchvision")  # doctest: +SKIP
+        """
+        return Network(self._layers, name=self.name, aliases=self._aliases,
+                       classes=self.given_classes if classes is ... else classes,
+                       preprocessing=self.preprocessing if preprocessing is ... else preprocessing)
+
+    @property
+    def given_classes(self) -> list[str] | None:
+        """The classes given as ``classes=`` (None when there are none, or they are the classification layer's)."""
+        return None if self._layer_classes() is not None else self.classes
 
     @property
     def connections(self) -> list[tuple[str, str]]:
@@ -353,7 +387,7 @@ class Network:
         >>> gpu_net = net.to_device("gpu")     # doctest: +SKIP
         """
         return Network([_layer_on_device(layer, device) for layer in self._layers], name=self.name,
-                       aliases=self._aliases)
+                       aliases=self._aliases, classes=self.given_classes, preprocessing=self.preprocessing)
 
     # -- display ------------------------------------------------------------------
     def __str__(self) -> str:
@@ -451,6 +485,32 @@ def _checked_aliases(aliases: Mapping[str, str], by_name: dict[str, Layer]) -> d
                                f"layers are {list(by_name)}.")
         checked[alias] = target
     return checked
+
+
+def _checked_classes(classes: Sequence[str] | None, net: "Network") -> tuple[str, ...] | None:
+    """The network's classes: the classification layer's, else ``classes`` checked against the output channels."""
+    own = net._layer_classes()
+    if classes is None:
+        return None if own is None else tuple(own)
+    if isinstance(classes, str) or not all(isinstance(c, str) and c for c in classes):
+        raise NetworkError(f"classes must be a sequence of non-empty strings, not {classes!r}.")
+    given = tuple(classes)
+    if own is not None and list(given) != own:
+        raise NetworkError(f"classes {list(given)[:5]}... differ from the classification layer's "
+                           f"{own[:5]}...; leave classes= out (the layer's are used).")
+    channels = net.output_shapes[net.output_layer.name][0]
+    if len(given) != channels or len(set(given)) != len(given):
+        raise NetworkError(f"{len(given)} class names ({len(set(given))} distinct) for an output of {channels} "
+                           f"channels (layer {net.output_layer.name!r}); give one distinct name per channel.")
+    return given
+
+
+def _checked_preprocessing(preprocessing: Any) -> Any:
+    from .preprocess import get_preprocessing   # refcam.preprocess builds on the resize code, not on networks
+    try:
+        return get_preprocessing(preprocessing)
+    except InputError as err:
+        raise NetworkError(f"preprocessing: {err}") from err
 
 
 def _check_one_input_layer(layers: Sequence[Layer]) -> None:

@@ -18,6 +18,7 @@ a VJP wrong by 0.1% fails it by five orders of magnitude.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -135,13 +136,23 @@ def assert_cam_close(candidate: Any, golden: Any, **options: Any) -> Any:
     """Assert that ``candidate`` matches ``golden`` (:func:`refcam.compare`); raise AssertionError with the report.
 
     ``options`` are :func:`refcam.compare`'s (``rtol``, ``atol``, ``preset``,
-    ``top_k``). Returns the :class:`~refcam.compare.ComparisonReport` when it passes.
+    ``top_k``); another name is a :class:`~refcam.compare.ComparisonError`
+    naming the valid ones. Returns the :class:`~refcam.compare.ComparisonReport`
+    when it passes. The AssertionError's message is the report, whose first
+    line (``refcam.compare: FAIL (...)``) is what pytest's summary shows.
 
     >>> assert_cam_close(my_map, "cat.golden.h5", preset="float32")   # doctest: +SKIP
     """
-    from .compare import compare
+    from .compare import ComparisonError, compare
+    from .preprocess import close_match_hint
 
+    valid = [name for name, parameter in inspect.signature(compare).parameters.items()
+             if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+    for name in options:
+        if name not in valid:
+            raise ComparisonError(f"assert_cam_close: unknown option {name!r}; the options are "
+                                  f"{', '.join(valid)} (refcam.compare's).{close_match_hint(name, valid)}")
     report = compare(candidate, golden, **options)
     if not report.passed:
-        raise AssertionError("\n" + str(report))
+        raise AssertionError(str(report))
     return report

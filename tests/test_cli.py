@@ -141,7 +141,8 @@ def test_golden_then_compare_exit_codes(tmp_path, inputs, capsys) -> None:
     assert cli.main(["golden", E2, inputs["digit_npy"], "-o", str(golden), "--feature-layer", "relu_4",
                      "--reduction-layer", "fc"]) == 0
     stored = refcam.golden.read(golden)
-    assert (stored.feature_layer, stored.reduction_layer, stored.reduction) == ("relu_4", "fc", "custom")
+    assert (stored.feature_layer, stored.reduction_layer, stored.reduction) == ("relu_4", "fc", "class")
+    assert list(stored.labels) == [0]                           # the top-1 of fc's one output: E2's angle
     np.save(tmp_path / "good.npy", stored.map + 1e-13 * np.abs(stored.map).max())
     np.save(tmp_path / "bad.npy", stored.map.T)
     passed = refcam_process("compare", str(golden), "good.npy", "--rtol", "1e-9", cwd=str(tmp_path))
@@ -219,7 +220,7 @@ def test_sequences_from_csv_and_npy_give_the_same_map(tmp_path, capsys, inputs) 
     assert code == 0 and "sequence of 19 steps x 12 features (CSV, time-rows)" in out
     np.testing.assert_array_equal(np.load(tmp_path / "vowels_csv_gradcam.npy"),
                                   np.load(tmp_path / "vowels_npy_gradcam.npy"))
-    assert "predicted '1'" in out
+    assert "class '1' (index 0, score 0.9" in out and "predicted top-1 of 'softmax'" in out
     code, _, err = run(capsys, "gradcam", E3, inputs["vowels_csv"], "--csv-orientation", "feature-rows",
                        "-o", str(tmp_path))
     assert code == 2 and "add --csv-orientation time-rows" in err
@@ -234,15 +235,20 @@ def test_sequence_figure_and_volume_montage(tmp_path, capsys, inputs) -> None:
     assert np.load(tmp_path / "blobs_gradcam.npy").shape == (16, 16, 16)
 
 
-def test_regression_without_label_uses_the_summed_output(tmp_path, capsys, inputs) -> None:
+def test_regression_top1_is_its_one_output_and_reduction_sum_the_old_sum(tmp_path, capsys, inputs) -> None:
     target = tmp_path / "digit_map.npy"
-    code, out, _ = run(capsys, "gradcam", E2, inputs["digit_npy"], "--feature-layer", "relu_4",
-                       "--reduction-layer", "fc", "-o", str(target))
-    assert code == 0 and "score: sum of the reduction layer's output" in out
+    layers = ("--feature-layer", "relu_4", "--reduction-layer", "fc")
+    code, out, _ = run(capsys, "gradcam", E2, inputs["digit_npy"], *layers, "--reduction", "sum", "-o", str(target))
+    assert code == 0 and "score: sum of the reduction layer's output (--reduction sum), value -4.195" in out
     assert sorted(os.listdir(tmp_path)) == ["digit_map.npy"]
     expected = refcam.gradcam(refcam.load(E2), np.load(inputs["digit_npy"]), reduction=lambda y: y.sum(),
                               feature_layer="relu_4", reduction_layer="fc").map
     np.testing.assert_array_equal(np.load(target), expected)
+    code, out, _ = run(capsys, "gradcam", E2, inputs["digit_npy"], *layers, "-o", str(target))
+    assert code == 0 and "class 0 (score -4.195), predicted top-1 of 'fc'" in out
+    np.testing.assert_array_equal(np.load(target), expected)          # one output: its class is its sum
+    code, _, err = run(capsys, "gradcam", E2, inputs["digit_npy"], "--reduction", "sum", "--label", "0")
+    assert code == 2 and "give one of them" in err
 
 
 def test_labels_stacked_per_input_and_checked(tmp_path, capsys, inputs) -> None:
@@ -265,7 +271,7 @@ def test_other_layouts_conventions_and_options(tmp_path, capsys, inputs) -> None
     np.save(tmp_path / "one.npy", photo[..., None])                                # a batch of one: SSCB
     np.save(tmp_path / "two.npy", np.stack([photo, photo[::-1]], axis=-1))         # a batch of two
     code, out, _ = run(capsys, "gradcam", E1, str(tmp_path / "one.npy"), str(tmp_path / "two.npy"), "--format", "SSCB",
-                       "--label", "tabby", "-o", str(tmp_path))
+                       "--label", "daisy", "-o", str(tmp_path))
     assert code == 0 and png_size(str(tmp_path / "one_gradcam.png")) == (454, 454)
     assert not (tmp_path / "two_gradcam.png").exists() and "no PNG is written" in out
     assert np.load(tmp_path / "two_gradcam.npy").shape == (227, 227, 2)
@@ -317,10 +323,9 @@ def test_internal_errors_say_so_and_debug_shows_the_traceback(capsys, monkeypatc
     monkeypatch.setitem(cli.HANDLERS, "info", broken)
     code, _, err = run(capsys, "info", E1)
     assert code == cli.EXIT_INTERNAL and "internal error: TypeError: a bug" in err and "--debug" in err
-    with pytest.raises(TypeError, match="a bug"):
-        cli.main(["info", E1, "--debug"])
-    with pytest.raises(TypeError, match="a bug"):
-        cli.main(["--debug", "info", E1])
+    for arguments in (["info", E1, "--debug"], ["--debug", "info", E1]):
+        code, _, err = run(capsys, *arguments)
+        assert code == cli.EXIT_INTERNAL and "Traceback" in err and 'raise TypeError("a bug")' in err
 
 
 def test_every_subcommand_has_help_with_examples(capsys) -> None:

@@ -1,15 +1,19 @@
-"""refcam's own HDF5 network format, schema version 1: ``save`` and ``load``.
+"""refcam's own HDF5 network format, schema versions 1 and 2: ``save`` and ``load``.
 
 The file layout is specified in ``docs/hdf5-format.md`` (written so that MATLAB
 or C++ code can produce a valid file from it alone). In short::
 
     /                      attributes: format = "refcam-network"
-                                       schema_version = 1 (integer)
+                                       schema_version = 1, or 2 with the
+                                       metadata below (integer)
                                        refcam_version, name (strings)
                                        topology (JSON string, layers in
                                        topological order)
                                        aliases (optional JSON string,
                                        {alias: layer name})
+                                       classes, preprocessing (optional JSON
+                                       strings, version 2: a list of names,
+                                       a refcam.Preprocessing as a dict)
     /weights/<layer>/<param>   float32 or float64 datasets in refcam's internal
                                layout (conv weight (F, C/groups, *kernel), ...)
 
@@ -61,12 +65,15 @@ if TYPE_CHECKING:
     from ..network import Network
 
 FORMAT_NAME = "refcam-network"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2          # the newest this refcam reads; written when the network has metadata
+FIRST_SCHEMA_VERSION = 1    # written otherwise, so such files stay readable by older refcams
 WEIGHTS_GROUP = "weights"
 WEIGHT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 ROOT_STRING_ATTRIBUTES = ("format", "refcam_version", "name", "topology")
 LAYER_ENTRY_KEYS = ("name", "kind", "inputs", "properties")
 ALIASES_ATTRIBUTE = "aliases"   # optional: written only for a network with aliases
+CLASSES_ATTRIBUTE = "classes"               # optional, version 2: JSON list of names (net.classes)
+PREPROCESSING_ATTRIBUTE = "preprocessing"   # optional, version 2: JSON object (net.preprocessing)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # What h5py raises when the file's metadata is damaged (KeyError: an object cannot be opened).
@@ -97,7 +104,11 @@ def dataset_path(layer_name: str, param_name: str) -> str:
 
 # --- save ------------------------------------------------------------------------
 def save(net: "Network", path: str | os.PathLike) -> None:
-    """Write ``net`` to ``path`` in refcam HDF5 format v1 (overwriting the file).
+    """Write ``net`` to ``path`` in refcam HDF5 format (overwriting the file).
+
+    Schema version 1, or 2 when the network carries ``classes`` (other than a
+    classification layer's) or ``preprocessing``, stored as the optional root
+    attributes of the same names.
 
     Parameters are written exactly as held (same dtype and values; NumPy or CuPy
     arrays), so ``load(path)`` gives back equal arrays bit for bit. The same
@@ -112,14 +123,17 @@ def save(net: "Network", path: str | os.PathLike) -> None:
     topology = json.dumps({"layers": [_layer_entry(layer) for layer in net.layers]},
                           ensure_ascii=False, allow_nan=False)
     weights = [(layer.name, _weights_to_write(layer)) for layer in net.layers]
+    metadata = _metadata_to_write(net)
     with h5py.File(os.fspath(path), "w", track_order=True) as f:
         f.attrs["format"] = FORMAT_NAME
-        f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+        f.attrs["schema_version"] = np.int64(SCHEMA_VERSION if metadata else FIRST_SCHEMA_VERSION)
         f.attrs["refcam_version"] = __version__
         f.attrs["name"] = net.name or ""
         f.attrs["topology"] = topology
         if net.aliases:
             f.attrs[ALIASES_ATTRIBUTE] = json.dumps(dict(net.aliases), ensure_ascii=False)
+        for name, text in metadata.items():
+            f.attrs[name] = text
         weights_group = f.create_group(WEIGHTS_GROUP, track_order=True)
         for layer_name, arrays in weights:
             if not arrays:
@@ -127,6 +141,16 @@ def save(net: "Network", path: str | os.PathLike) -> None:
             group = weights_group.create_group(group_name(layer_name), track_order=True)
             for param_name, array in arrays.items():
                 group.create_dataset(param_name, data=array, track_times=False)
+
+
+def _metadata_to_write(net: "Network") -> dict[str, str]:
+    """The version-2 attributes of ``net`` as JSON strings: classes not held by a layer, preprocessing."""
+    metadata = {}
+    if net.given_classes is not None:
+        metadata[CLASSES_ATTRIBUTE] = json.dumps(net.given_classes, ensure_ascii=False)
+    if net.preprocessing is not None:
+        metadata[PREPROCESSING_ATTRIBUTE] = json.dumps(net.preprocessing.to_dict(), allow_nan=False)
+    return metadata
 
 
 def _layer_entry(layer: "Layer") -> dict[str, Any]:
@@ -243,7 +267,7 @@ def _sniff_other(path: str, head: bytes) -> tuple[str, str]:
 
 # --- load ------------------------------------------------------------------------
 def load(path: str | os.PathLike, *, max_tensor_bytes: int = safe.DEFAULT_MAX_TENSOR_BYTES) -> "Network":
-    """Read a refcam HDF5 file (format v1) and return the validated :class:`~refcam.network.Network`.
+    """Read a refcam HDF5 file (schema version 1 or 2) and return the validated :class:`~refcam.network.Network`.
 
     Raises :class:`FileNotFoundError` for a missing file and a specific
     :class:`~refcam.errors.FileFormatError` subclass for every problem in the
@@ -275,6 +299,7 @@ def read_network(root: h5py.Group, source: str, *,
         attrs = _read_root_attributes(root, source)
         entries = parse_topology(attrs["topology"], source)
         aliases = read_aliases(root, [entry["name"] for entry in entries], source)
+        metadata = read_metadata(root, attrs["schema_version"], source)
         classes = {entry["name"]: _layer_class(entry, source) for entry in entries}
         _check_root_members(root, source)
         datasets = _declared_weights(root, entries, classes, source, max_tensor_bytes)
@@ -285,7 +310,7 @@ def read_network(root: h5py.Group, source: str, *,
         raise
     except HDF5_READ_ERRORS as err:
         raise _corrupt(source, err) from err
-    return _build_checked(entries, classes, weights, attrs["name"], source, aliases)
+    return _build_checked(entries, classes, weights, attrs["name"], source, aliases, metadata)
 
 
 def _check_declared_shapes(entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
@@ -306,13 +331,13 @@ def _check_declared_shapes(entries: list[dict[str, Any]], classes: dict[str, typ
 
 def _build_checked(entries: list[dict[str, Any]], classes: dict[str, type["Layer"]],
                    weights: dict[str, dict[str, np.ndarray]], name: str, source: str,
-                   aliases: dict[str, str] | None = None) -> "Network":
+                   aliases: dict[str, str] | None = None, metadata: dict[str, Any] | None = None) -> "Network":
     layers = []
     for entry in entries:
         layer = _build_layer(entry, classes[entry["name"]], weights[entry["name"]], source)
         _check_list_properties(entry, layer, source)
         layers.append(layer)
-    return _build_network(layers, name or None, weights, source, aliases)
+    return _build_network(layers, name or None, weights, source, aliases, metadata)
 
 
 def _corrupt(source: str, err: Exception) -> FileFormatError:
@@ -345,7 +370,8 @@ def _required_string_attribute(root: h5py.Group, name: str, source: str) -> str:
 
 
 def _schema_version(root: h5py.Group, source: str) -> int:
-    hint = f"write it as a 64- or 32-bit integer equal to {SCHEMA_VERSION} (MATLAB: int32({SCHEMA_VERSION}))"
+    hint = (f"write it as a 64- or 32-bit integer, {FIRST_SCHEMA_VERSION} (or {SCHEMA_VERSION} with the classes or "
+            f"preprocessing attributes; MATLAB: int32({FIRST_SCHEMA_VERSION}))")
     if "schema_version" not in root.attrs:
         raise SchemaVersionError(f"{source}: the root attribute 'schema_version' is missing; {hint}.")
     attribute = root.attrs.get_id("schema_version")
@@ -358,7 +384,7 @@ def _schema_version(root: h5py.Group, source: str) -> int:
         raise SchemaVersionError(f"{source}: schema_version {version} was written by a newer "
                                  f"refcam; this refcam reads schema_version {SCHEMA_VERSION}. "
                                  f"Upgrade refcam.")
-    if version < SCHEMA_VERSION:
+    if version < FIRST_SCHEMA_VERSION:
         raise SchemaVersionError(f"{source}: schema_version {version} is not a valid refcam "
                                  f"schema version (versions start at 1); {hint}.")
     return version
@@ -387,16 +413,8 @@ def read_aliases(root: h5py.Group, layer_names: list[str], source: str) -> dict[
     """
     if ALIASES_ATTRIBUTE not in root.attrs:
         return {}
-    text = _string_attribute_or_none(root, ALIASES_ATTRIBUTE)
     where = f"{source}: the root attribute {ALIASES_ATTRIBUTE!r}"
-    if text is None:
-        raise FileFormatError(f"{where} must be one string holding a JSON object {{alias: layer name}}.")
-    try:
-        aliases = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as err:
-        raise FileFormatError(f"{where} is not valid JSON ({err}).") from err
-    if not isinstance(aliases, dict):
-        raise FileFormatError(f"{where} must be a JSON object {{alias: layer name}}, found {type(aliases).__name__}.")
+    aliases = _json_attribute(root, ALIASES_ATTRIBUTE, dict, "a JSON object {alias: layer name}", where)
     names = set(layer_names)
     for alias, target in aliases.items():
         if not alias or alias in names or not isinstance(target, str) or target not in names:
@@ -404,6 +422,46 @@ def read_aliases(root: h5py.Group, layer_names: list[str], source: str) -> dict[
                 f"{where}: {alias!r} -> {target!r} is not an alias: an alias is a non-empty name that no layer "
                 "has, for a layer of the topology.")
     return aliases
+
+
+def _json_attribute(root: h5py.Group, name: str, kind: type, what: str, where: str) -> Any:
+    """The root attribute ``name``: one string holding JSON of type ``kind`` (no NaN, no repeated keys)."""
+    text = _string_attribute_or_none(root, name)
+    if text is None:
+        raise FileFormatError(f"{where} must be one string holding {what}.")
+    try:
+        value = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as err:
+        raise FileFormatError(f"{where} is not valid JSON ({err}).") from err
+    if not isinstance(value, kind):
+        raise FileFormatError(f"{where} must be {what}, found {type(value).__name__}.")
+    return value
+
+
+def read_metadata(root: h5py.Group, version: int, source: str) -> dict[str, Any]:
+    """The optional version-2 attributes as ``Network`` keywords: ``classes`` (list), ``preprocessing``.
+
+    A version-1 file has none (extra root attributes are ignored there, as
+    version 1 specifies). The values themselves are checked by ``Network``
+    (one distinct name per output channel; preprocessing fields), whose
+    errors name the file.
+    """
+    from ..preprocess import Preprocessing
+
+    if version < SCHEMA_VERSION:
+        return {}
+    metadata: dict[str, Any] = {}
+    if CLASSES_ATTRIBUTE in root.attrs:
+        metadata["classes"] = _json_attribute(root, CLASSES_ATTRIBUTE, list, "a JSON list of class names",
+                                              f"{source}: the root attribute {CLASSES_ATTRIBUTE!r}")
+    if PREPROCESSING_ATTRIBUTE in root.attrs:
+        where = f"{source}: the root attribute {PREPROCESSING_ATTRIBUTE!r}"
+        fields = _json_attribute(root, PREPROCESSING_ATTRIBUTE, dict, "a JSON object of preprocessing fields", where)
+        try:
+            metadata["preprocessing"] = Preprocessing.from_dict(fields)
+        except (RefcamError, TypeError) as err:
+            raise FileFormatError(f"{where}: {err}") from err
+    return metadata
 
 
 # -- topology ---------------------------------------------------------------------
@@ -695,11 +753,12 @@ def _file_error_for_layer(err: LayerConfigError, where: str, context: str, name:
 
 
 def _build_network(layers: list["Layer"], name: str | None, weights: dict[str, dict[str, np.ndarray]],
-                   source: str, aliases: dict[str, str] | None = None) -> "Network":
+                   source: str, aliases: dict[str, str] | None = None,
+                   metadata: dict[str, Any] | None = None) -> "Network":
     from ..network import Network
 
     try:
-        return Network(layers, name=name, aliases=aliases)
+        return Network(layers, name=name, aliases=aliases, **(metadata or {}))
     except ShapeError as err:
         culprit = _layer_named_in(err, weights)
         if culprit is None:

@@ -341,7 +341,7 @@ def test_corrupted_bytes_never_escape_as_other_exceptions(tmp_path: Path, rng: n
 # --- schema version ----------------------------------------------------------------------------
 @pytest.mark.parametrize("value, message", [
     (None, "'schema_version' is missing"),
-    (np.int64(2), "newer refcam"),
+    (np.int64(3), "newer refcam"),
     (np.int32(0), "not a valid refcam schema version"),
     (np.float64(1.0), "must be one integer"),
     ("1", "must be one integer"),
