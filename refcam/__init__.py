@@ -7,7 +7,10 @@
 """
 from . import golden
 from .autodiff import Tensor
+from .cam.eigen_methods import eigencam, eigengradcam
+from .cam.explain import explain
 from .cam.gradcam import GradCAMResult, gradcam
+from .cam.gradient_methods import gradcam_plus_plus, hirescam, layercam, xgradcam
 from .cam.resize import imresize, imresize3, rescale
 from .compare import compare
 from .errors import RefcamError
@@ -18,6 +21,6 @@ from .preprocess import Preprocessing, map_to_original, preprocess
 
 __version__ = "0.1.0"
 
-__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "compare", "from_torch", "golden",
-           "gradcam", "imresize", "imresize3", "load", "map_to_original", "preprocess", "Preprocessing", "rescale",
-           "save"]
+__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "compare", "eigencam", "eigengradcam",
+           "explain", "from_torch", "golden", "gradcam", "gradcam_plus_plus", "hirescam", "imresize", "imresize3",
+           "layercam", "load", "map_to_original", "preprocess", "Preprocessing", "rescale", "save", "xgradcam"]

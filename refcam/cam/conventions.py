@@ -13,7 +13,7 @@ gradient over the spatial axes), the linear map is ``L = sum_C alpha * A``
 convention         score        map
 ================== ============ ============================================================
 matlab             MATLAB's     :func:`refcam.gradcam` unchanged
-pytorch-grad-cam   logit        mm(resize_cv2_linear(mm(ReLU(L)))) (3-D: scipy zoom order 3)
+pytorch-grad-cam   logit        mm(ReLU(resize_cv2_linear(mm(ReLU(L))))) (3-D: scipy zoom order 3)
 captum             logit        interpolate_nearest(L) (ReLU only with relu_attributions)
 torchcam           logit        mm8(ReLU(L)), no resize
 tf-keras-vis       model output mmk(zoom_order1(ReLU(L)))
@@ -58,7 +58,8 @@ from ..errors import GradCAMError
 from ..layers.activation import SoftmaxLayer
 from ..layout import to_internal
 from ..network import Network
-from .gradcam import GradCAMResult, is_label_sequence, gradcam
+from .capture import GradCAMResult, is_label_sequence
+from .gradient_methods import matlab_gradcam
 from .resize import resize_along_axis
 from .selection import default_reduction_layer
 
@@ -123,10 +124,10 @@ def gradcam_as(convention: str, net: Network, x: Any, label: Any = None, *,
     common = dict(reduction=reduction, feature_layer=feature_layer, format=format, dtype=dtype,
                   device=device, mask=mask)
     if convention == "matlab":
-        return gradcam(net, x, label, reduction_layer=reduction_layer, **common, **options)
+        return matlab_gradcam(net, x, label, reduction_layer=reduction_layer, **common, **options)
     settings = _peer_settings(convention, options)
     score_layer = reduction_layer or _peer_score_layer(convention, net, settings)
-    base = gradcam(net, x, label, reduction_layer=score_layer, upsampling="none", **common)
+    base = matlab_gradcam(net, x, label, reduction_layer=score_layer, upsampling="none", **common)
     x_internal, layout = to_internal(x, net.input_layer, format=format, dtype=dtype)
     stacked = label is not None and is_label_sequence(label)
     if convention == "tf-keras-vis" and label is not None:
@@ -232,7 +233,7 @@ def _pytorch_grad_cam(base: GradCAMResult, input_size: tuple[int, ...], settings
         resized, method = resize_linear(normalised, input_size), "cv2-linear"
     else:
         resized, method = zoom_maps(normalised, input_size, order=3), "scipy-zoom-order-3"
-    final = min_max_shifted(resized, PYTORCH_GRAD_CAM_EPS)
+    final = min_max_shifted(np.maximum(resized, 0.0), PYTORCH_GRAD_CAM_EPS)   # ReLU: the cubic zoom overshoots
     return PeerSteps(normalised, final, final, base.weights, method)
 
 
