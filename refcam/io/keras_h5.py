@@ -59,7 +59,10 @@ tensor in both); the others are named ``<name>/<role>``: ``<name>/conv`` or
 ``<name>/pointwise`` for a separable convolution, ``<name>/negate`` before the
 addition of ``a - b``. ``Activation("linear")``, ``StochasticDepth``, and a
 ``Reshape`` of a pooled vector to ``(1, .., 1, C)`` are the identity and get no
-refcam layer.
+refcam layer. A nested ``Sequential`` called once is inlined
+(:mod:`refcam.io.keras_nested`). Each Keras name without a refcam layer of its
+own (an identity, an inlined model) is an alias of the refcam layer holding its
+output (``Network.aliases``).
 
 Refusals
 --------
@@ -291,7 +294,8 @@ def spec_of(layer: KerasLayer) -> Spec | None:
 
 def _layer_problems(layer: KerasLayer, input_ranks: list[int | None]) -> list[str]:
     if layer.class_name in ("Sequential", *FUNCTIONAL_CLASSES):
-        return ["a nested model; refcam imports flat models (inline the nested model's layers)"]
+        return ["a nested model refcam cannot inline: it inlines a Sequential called once by the top-level "
+                "model; save the model with this one's layers in the outer model (or call it once)"]
     spec = spec_of(layer)
     if spec is None:
         return [f"no refcam equivalent for the Keras class {layer.class_name!r} (custom or unsupported)"]
