@@ -25,8 +25,10 @@ each application ``<app>`` and each Keras API ``<api>`` that has it
   sees exactly what refcam sees;
 * ``<app>__<api>_output.npy``: the softmax output ``(1000,)`` computed by
   TensorFlow in **float64** (the model rebuilt from its config with every
-  layer's dtype float64 and the same float32-valued weights, XLA-compiled:
-  ``float64_twin`` and ``float64_forward`` of the fixture script);
+  layer's dtype float64 and the same float32-valued weights, not XLA-compiled,
+  exact GELU by ``tf.math.erf`` instead of ``tf.nn.gelu``, whose float64 form is
+  about 5e-9 off in TensorFlow 2.21: ``float64_twin(..., exact_gelu=True)`` and
+  ``float64_forward`` of the fixture script);
 * ``<app>__<api>_gradcam.npy``: the raw Grad-CAM map (feature-layer resolution,
   no resize) by ``tf.GradientTape`` in float64 (``float64_gradcam``): ``A`` the
   output of the feature layer, the last layer whose output has a spatial size
@@ -171,12 +173,12 @@ def build_row(app: Application, api: str, outdir: str, rng: Any) -> dict[str, An
     path = os.path.join(outdir, f"{name}.h5")
     model.save(path)
     x = random_images(app, 1, rng)[0]
-    twin = helpers.float64_twin(model)
-    output = helpers.float64_forward(twin, x)
+    twin = helpers.float64_twin(model, exact_gelu=True)
+    output = helpers.float64_forward(twin, x, xla=False)
     float32_output = np.asarray(model(tf.constant(x[None], dtype=tf.float32), training=False))[0]
     label = int(np.argmax(output))
     feature_layer = last_spatial_layer(model)
-    cam = helpers.float64_gradcam(twin, api, x, feature_layer, label)
+    cam = helpers.float64_gradcam(twin, api, x, feature_layer, label, xla=False)
     for suffix, array in (("input", x), ("output", output), ("gradcam", cam)):
         np.save(os.path.join(outdir, f"{name}_{suffix}.npy"), array)
     return {
@@ -229,7 +231,8 @@ def build(outdir: str, only: list[str] | None, apis: list[str]) -> None:
                              "numpy": np.__version__},
                 "grad_cam": "raw map at feature_layer (the last layer with spatial size > 1): alpha_k = mean "
                             "over positions of dy/dA_k, map = relu(sum_k alpha_k A_k), y = softmax output "
-                            "of the top class of the float64 forward; TensorFlow float64 twin, XLA-compiled",
+                            "of the top class of the float64 forward; TensorFlow float64 twin, not compiled, "
+                            "exact GELU by tf.math.erf",
             })
             with open(manifest_path, "w") as f:
                 json.dump(manifest, f, indent=2, sort_keys=True)
