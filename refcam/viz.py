@@ -14,6 +14,7 @@ Two layers, so that ``refcam demo`` works with the core dependencies only:
   :func:`plot_overlay`, :func:`plot_side_by_side`, :func:`plot_sequence`, :func:`plot_volume`;
   :func:`save_figure` writes them. Without matplotlib they raise
   :class:`~refcam.errors.OptionalDependencyError` saying what to install.
+  :mod:`refcam.figures` builds titled figures on these, with any colormap.
 
 Colour rule (MATLAB's ``imagesc`` with its default ``'scaled'`` mapping and a
 256-entry colormap)::
@@ -85,8 +86,11 @@ def jet(n: int = COLORMAP_SIZE) -> np.ndarray:
     return colors
 
 
-def colorize(score_map: Any, n: int = COLORMAP_SIZE) -> np.ndarray:
+def colorize(score_map: Any, n: int = COLORMAP_SIZE, colors: np.ndarray | None = None) -> np.ndarray:
     """The map's colours under the colour rule of the module docstring: shape ``map.shape + (3,)``, float64.
+
+    ``colors`` is an ``(n, 3)`` RGB table in [0, 1] (default ``jet(n)``; another
+    colormap from :func:`refcam.figures.colormap_colors`).
 
     >>> colorize(np.array([[0.0, 1.0]]))[0, :, 2]
     array([0.515625, 0.      ])
@@ -94,8 +98,9 @@ def colorize(score_map: Any, n: int = COLORMAP_SIZE) -> np.ndarray:
     values = _as_real_array(score_map, "score_map")
     low, high = float(values.min()), float(values.max())
     scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    index = np.minimum(np.floor(scaled * n), n - 1).astype(np.intp)
-    return jet(n)[index]
+    table = jet(n) if colors is None else np.asarray(colors, dtype=np.float64)
+    index = np.minimum(np.floor(scaled * len(table)), len(table) - 1).astype(np.intp)
+    return table[index]
 
 
 def display_image(image: Any) -> np.ndarray:
@@ -128,15 +133,17 @@ def display_image(image: Any) -> np.ndarray:
     return np.repeat(np.clip(grey, 0.0, 1.0), 3, axis=2)
 
 
-def overlay_image(image: Any, score_map: Any, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
-    """The map in jet blended over the image: ``(h, w, 3)`` uint8 (MATLAB's E1 figure at ``alpha=0.5``).
+def overlay_image(image: Any, score_map: Any, alpha: float = DEFAULT_ALPHA,
+                  colors: np.ndarray | None = None) -> np.ndarray:
+    """The map in jet (or ``colors``, see :func:`colorize`) blended over the image: ``(h, w, 3)`` uint8.
+
+    At ``alpha=0.5`` in jet this is MATLAB's E1 figure.
 
     >>> overlay_image(np.zeros((2, 2)), np.array([[0.0, 1.0], [1.0, 0.0]])).shape
     (2, 2, 3)
     """
     background = display_image(image)
-    colors = colorize(_fit_map(score_map, background.shape[:2]))
-    blended = (1.0 - alpha) * background + alpha * colors
+    blended = (1.0 - alpha) * background + alpha * colorize(_fit_map(score_map, background.shape[:2]), colors=colors)
     return _to_uint8(blended)
 
 
@@ -197,23 +204,24 @@ def side_by_side_image(image: Any, score_map: Any, alpha: float = DEFAULT_ALPHA,
 
 def montage_image(volume: Any, score_map: Any, *, axis: int = 2, slices: Sequence[int] | None = None,
                   alpha: float = DEFAULT_ALPHA, columns: int | None = None, gap: int = MONTAGE_GAP,
-                  min_tile_side: int = MIN_TILE_SIDE) -> np.ndarray:
+                  min_tile_side: int = MIN_TILE_SIDE, colors: np.ndarray | None = None) -> np.ndarray:
     """Overlays of slices of a 3-D input, tiled: uint8 RGB.
 
     ``volume`` is ``(h, w, d)`` or ``(h, w, d, c)`` (MATLAB's layout), ``score_map``
     ``(h, w, d)``; ``slices`` (0-based, along ``axis``) default to up to 8 evenly
     spaced ones. The colour scale is the whole map's, shared by every slice.
-    Small slices are enlarged by an integer factor to at least ``min_tile_side`` pixels.
+    Small slices are enlarged by an integer factor to at least ``min_tile_side`` pixels;
+    ``colors`` as for :func:`colorize`.
     """
-    volume_rgb, colors = _volume_layers(volume, score_map)
-    picked = _default_slices(colors.shape[axis]) if slices is None else [int(k) for k in slices]
-    tiles = [_to_uint8((1.0 - alpha) * np.take(volume_rgb, k, axis=axis) + alpha * np.take(colors, k, axis=axis))
+    volume_rgb, map_rgb = _volume_layers(volume, score_map, colors)
+    picked = _default_slices(map_rgb.shape[axis]) if slices is None else [int(k) for k in slices]
+    tiles = [_to_uint8((1.0 - alpha) * np.take(volume_rgb, k, axis=axis) + alpha * np.take(map_rgb, k, axis=axis))
              for k in picked]
     factor = enlargement_for(tiles[0].shape, min_tile_side)
     return _tile([enlarge(picture, factor) for picture in tiles], columns, gap)
 
 
-def _volume_layers(volume: Any, score_map: Any) -> tuple[np.ndarray, np.ndarray]:
+def _volume_layers(volume: Any, score_map: Any, colors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(h, w, d, 3)`` display colours of the volume and of the map (one scale for the whole volume)."""
     array = np.asarray(volume)
     if array.ndim == 3:
@@ -224,7 +232,7 @@ def _volume_layers(volume: Any, score_map: Any) -> tuple[np.ndarray, np.ndarray]
                          f"got {np.shape(volume)} and {np.shape(score_map)}.")
     h, w, d, c = array.shape
     flat = display_image(array.reshape(h, w * d, c))          # (h, w*d, 3): one image, one brightness scale
-    return flat.reshape(h, w, d, 3), colorize(values)
+    return flat.reshape(h, w, d, 3), colorize(values, colors=colors)
 
 
 def _default_slices(depth: int, count: int = 8) -> list[int]:
@@ -278,16 +286,16 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> str:
 
 
 def save_overlay(path: str | os.PathLike, image: Any, score_map: Any, *, alpha: float = DEFAULT_ALPHA,
-                 min_side: int = MIN_PNG_SIDE) -> str:
+                 min_side: int = MIN_PNG_SIDE, colors: np.ndarray | None = None) -> str:
     """Write the overlay of :func:`overlay_image` as a PNG, with the built-in encoder (no matplotlib needed).
 
     Inputs smaller than ``min_side`` pixels are enlarged by an integer factor
-    (nearest neighbour), so a 28 x 28 digit becomes 280 x 280.
+    (nearest neighbour), so a 28 x 28 digit becomes 280 x 280. ``colors`` as for :func:`colorize`.
 
     >>> save_overlay("overlay.png", image, result.map)      # doctest: +SKIP
     'overlay.png'
     """
-    pixels = overlay_image(image, score_map, alpha)
+    pixels = overlay_image(image, score_map, alpha, colors)
     return write_png(path, enlarge(pixels, enlargement_for(pixels.shape, min_side)))
 
 

@@ -1,0 +1,57 @@
+"""``refcam compare GOLDEN CANDIDATE``: a candidate map or stages against a golden file."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .common import EXIT_OK, EXIT_PARTIAL, one_line
+
+SUMMARY = "Compare a candidate map (.npy) or stages (.npz) with a golden file."
+EPILOG = """\
+examples:
+  refcam compare cat.golden.h5 my_map.npy                    the map, default float64 tolerance
+  refcam compare cat.golden.h5 my_map.npy --rtol 1e-5        a looser tolerance
+  refcam compare cat.golden.h5 stages.npz                    several stages: arrays named activations,
+                                                             scores, gradients, weights, raw_map, map
+
+Exit code 0 when every stage is within tolerance, 1 when one is not."""
+
+
+def add_arguments(compare: argparse.ArgumentParser) -> None:
+    """The arguments of ``refcam compare``."""
+    compare.add_argument("golden", metavar="GOLDEN", help="a golden file written by refcam golden")
+    compare.add_argument("candidate", metavar="CANDIDATE",
+                         help="the candidate map (.npy, the golden's map layout) or stages (.npz)")
+    compare.add_argument("--rtol", type=float, default=None, help="relative tolerance (of max |golden|)")
+    compare.add_argument("--atol", type=float, default=None, help="absolute tolerance")
+    compare.add_argument("--preset", default="float64",
+                         help="tolerance preset: float64 (default) or float32, or a refcam.testing.TOLERANCES key")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``refcam compare GOLDEN CANDIDATE``: print the report; exit 1 when out of tolerance."""
+    from ..compare import compare
+
+    candidate = read_candidate(args.candidate)
+    report = compare(candidate, args.golden, rtol=args.rtol, atol=args.atol, preset=args.preset)
+    print(report)
+    return EXIT_OK if report.passed else EXIT_PARTIAL
+
+
+def read_candidate(path: str) -> Any:
+    """A ``.npy`` map, or an ``.npz`` of named stages (a dict), loaded without pickles."""
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise InputError(f"{path}: not a numeric NumPy file ({one_line(str(err))}).") from err
+    raise InputError(f"{path}: a candidate is a .npy map or an .npz of named stages, not {suffix or 'this file'}.")
+

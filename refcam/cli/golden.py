@@ -1,0 +1,52 @@
+"""``refcam golden MODEL INPUT -o GOLDEN``: one run with every intermediate, written as a golden file."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import RefcamError
+from .common import EXIT_OK, MODEL_HELP, read_input, size_text
+from .options import add_cam_options, choose_score, prepare, score_text
+
+SUMMARY = "Compute Grad-CAM of one input and write a golden file (every intermediate)."
+EPILOG = """\
+examples:
+  refcam golden net.h5 cat.png -o cat.golden.h5
+  refcam golden net.h5 cat.png -o cat.golden.h5 --label tabby --feature-layer relu_5
+  refcam golden net.h5 x.npy -o x.golden.h5 --dtype float32 --convention captum
+
+The file format is in docs/golden-format.md; read it with refcam.golden.read. Golden files record
+Grad-CAM only for now: --method other than gradcam is refused (refcam gradcam --method writes those maps)."""
+
+
+def add_arguments(golden: argparse.ArgumentParser) -> None:
+    """The arguments of ``refcam golden``."""
+    golden.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    golden.add_argument("input", metavar="INPUT", help="an image, .npy array or .csv sequence")
+    add_cam_options(golden)
+    golden.add_argument("-o", "--output", required=True, metavar="GOLDEN", help="the golden HDF5 file to write")
+
+
+def run_golden(args: argparse.Namespace) -> int:
+    """``refcam golden MODEL INPUT -o GOLDEN``: refcam.golden.write with the command-line options."""
+    from .. import golden
+    if args.method != "gradcam":
+        raise RefcamError(f"--method {args.method}: golden files record Grad-CAM only for now (refcam.golden.write "
+                          f"takes no method); refcam gradcam MODEL INPUT --method {args.method} writes its map.")
+
+    setup = prepare(args)
+    net, labels = setup.net, setup.labels
+    item = read_input(args.input, net, args.format, args.csv_orientation, setup.preprocessing)
+    label = labels if labels is None or isinstance(labels, str) else (labels[0] if len(labels) == 1 else labels)
+    prediction = choose_score(net, item, label, args)
+    options = {} if args.upsampling is None else {"upsampling": args.upsampling}
+    written = golden.write(args.output, net, item.x, prediction.label, reduction=prediction.reduction,
+                           convention=args.convention, feature_layer=args.feature_layer,
+                           reduction_layer=args.reduction_layer, format=item.format, device=args.device,
+                           dtype=args.dtype, **options)
+    notes = "".join(f"; {note}" for note in item.notes)
+    print(f"{args.input}: {item.description}{notes}; {score_text(prediction, written, net.classes)}")
+    print(f"wrote {args.output}: convention {written.convention}, feature layer {written.feature_layer!r}, "
+          f"reduction layer {written.reduction_layer!r}, map {size_text(written.map.shape)} "
+          f"({written.map_axes}), {written.dtype}")
+    return EXIT_OK
+
