@@ -11,6 +11,8 @@ from .cam.eigen_methods import eigencam, eigengradcam
 from .cam.explain import explain
 from .cam.gradcam import GradCAMResult, gradcam
 from .cam.gradient_methods import gradcam_plus_plus, hirescam, layercam, xgradcam
+from .cam.guided import guided_backprop, guided_gradcam
+from .cam.perturbation_methods import ablationcam, scorecam
 from .cam.resize import imresize, imresize3, rescale
 from .compare import compare
 from .errors import RefcamError
@@ -21,6 +23,8 @@ from .preprocess import Preprocessing, map_to_original, preprocess
 
 __version__ = "0.1.0"
 
-__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "compare", "eigencam", "eigengradcam",
-           "explain", "from_torch", "golden", "gradcam", "gradcam_plus_plus", "hirescam", "imresize", "imresize3",
-           "layercam", "load", "map_to_original", "preprocess", "Preprocessing", "rescale", "save", "xgradcam"]
+__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "ablationcam", "compare", "eigencam",
+           "eigengradcam", "explain", "from_torch", "golden", "gradcam", "gradcam_plus_plus", "guided_backprop",
+           "guided_gradcam", "hirescam", "imresize",
+           "imresize3", "layercam", "load", "map_to_original", "preprocess", "Preprocessing", "rescale", "save",
+           "scorecam", "xgradcam"]

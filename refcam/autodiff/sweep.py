@@ -3,15 +3,23 @@
 For a node ``y = op(x_1, ..., x_n)`` visited after every node that uses ``y``,
 ``dL/dx_i += vjp_i(dL/dy)``; a tensor used by several ops receives the sum of
 their contributions (gradient accumulation).
+
+**Rules** (``rules=``, off by default): a mapping from an op name to a function
+``rule(node, grad_out, needs) -> tuple`` used instead of that node's own VJP.
+It is passed explicitly to one sweep (there is no global mode); the forward
+values and the graph are not changed. Guided backpropagation
+(:mod:`refcam.cam.guided`) replaces the VJP of ``"relu"`` this way.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from .tensor import Tensor, graph_nodes
+from .tensor import Node, Tensor, graph_nodes
+
+Rule = Callable[[Node, Any, tuple[bool, ...]], tuple[Any, ...]]
 
 
-def _sweep(output: Tensor, grad_output: Any) -> dict[int, Any]:
+def _sweep(output: Tensor, grad_output: Any, rules: Mapping[str, Rule] | None = None) -> dict[int, Any]:
     """Return ``{id(tensor): dL/dtensor}`` for every tensor reached from ``output``."""
     xp = output.xp
     if grad_output is None:
@@ -34,7 +42,9 @@ def _sweep(output: Tensor, grad_output: Any) -> dict[int, Any]:
         if g is None:
             continue
         needs = tuple(t.requires_grad for t in node.inputs)
-        for t, contribution in zip(node.inputs, node.vjp(g, needs)):
+        rule = rules.get(node.op) if rules else None
+        contributions = rule(node, g, needs) if rule is not None else node.vjp(g, needs)
+        for t, contribution in zip(node.inputs, contributions):
             if contribution is None or not t.requires_grad:
                 continue
             key = id(t)
@@ -42,17 +52,20 @@ def _sweep(output: Tensor, grad_output: Any) -> dict[int, Any]:
     return grads
 
 
-def grad(output: Tensor, inputs: Sequence[Tensor], grad_output: Any = None) -> list[Any]:
+def grad(output: Tensor, inputs: Sequence[Tensor], grad_output: Any = None, *,
+         rules: Mapping[str, Rule] | None = None) -> list[Any]:
     """``[dL/dx for x in inputs]`` with ``L = <grad_output, output>`` (``sum(output)`` by default).
 
     Nothing is mutated; an input that ``output`` does not depend on gets zeros.
+    ``rules`` replaces the VJP of the named ops for this sweep only (module
+    docstring); without it the result is the true gradient.
 
     >>> import numpy as np
     >>> x = Tensor(np.array([3.0]), requires_grad=True)
     >>> grad((x * x).sum(), [x])
     [array([6.])]
     """
-    grads = _sweep(output, grad_output)
+    grads = _sweep(output, grad_output, rules)
     return [grads[id(x)] if id(x) in grads else x.xp.zeros(x.shape, dtype=x.dtype) for x in inputs]
 
 

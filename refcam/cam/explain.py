@@ -1,20 +1,24 @@
 """``refcam.explain``: one entry point over every CAM method and peer convention.
 
 This module sits above the methods (:mod:`refcam.cam.gradient_methods`,
-:mod:`refcam.cam.eigen_methods`) and the conventions
+:mod:`refcam.cam.eigen_methods`, :mod:`refcam.cam.perturbation_methods`) and the conventions
 (:mod:`refcam.cam.conventions`): it imports them, none of them imports it.
 
-================ =================================== ===================================
-method           function                            paper
-================ =================================== ===================================
-"gradcam"        :func:`refcam.gradcam`              Selvaraju et al., ICCV 2017
-"gradcam++"      :func:`refcam.gradcam_plus_plus`    Chattopadhay et al., WACV 2018
-"hirescam"       :func:`refcam.hirescam`             Draelos and Carin, 2020
-"xgradcam"       :func:`refcam.xgradcam`             Fu et al., BMVC 2020
-"layercam"       :func:`refcam.layercam`             Jiang et al., IEEE TIP 2021
-"eigencam"       :func:`refcam.eigencam`             Muhammad and Yeasin, IJCNN 2020
-"eigengradcam"   :func:`refcam.eigengradcam`         pytorch-grad-cam's variant of Eigen-CAM
-================ =================================== ===================================
+================= =================================== ===================================
+method            function                            paper
+================= =================================== ===================================
+"gradcam"         :func:`refcam.gradcam`              Selvaraju et al., ICCV 2017
+"gradcam++"       :func:`refcam.gradcam_plus_plus`    Chattopadhay et al., WACV 2018
+"hirescam"        :func:`refcam.hirescam`             Draelos and Carin, 2020
+"xgradcam"        :func:`refcam.xgradcam`             Fu et al., BMVC 2020
+"layercam"        :func:`refcam.layercam`             Jiang et al., IEEE TIP 2021
+"eigencam"        :func:`refcam.eigencam`             Muhammad and Yeasin, IJCNN 2020
+"eigengradcam"    :func:`refcam.eigengradcam`         pytorch-grad-cam's variant of Eigen-CAM
+"scorecam"        :func:`refcam.scorecam`             Wang et al., CVPRW 2020
+"ablationcam"     :func:`refcam.ablationcam`          Desai and Ramaswamy, WACV 2020
+"guided-backprop" :func:`refcam.guided_backprop`      Springenberg et al., ICLR workshop 2015
+"guided-gradcam"  :func:`refcam.guided_gradcam`       Selvaraju et al., ICCV 2017
+================= =================================== ===================================
 """
 from __future__ import annotations
 
@@ -27,10 +31,14 @@ from .capture import GradCAMResult
 from .conventions import CONVENTIONS, gradcam_as
 from .eigen_methods import eigencam, eigengradcam
 from .gradient_methods import gradcam_plus_plus, hirescam, layercam, xgradcam
+from .guided import guided_backprop, guided_gradcam
+from .perturbation_methods import ablationcam, scorecam
 
 METHODS: dict[str, Callable[..., GradCAMResult]] = {
     "gradcam++": gradcam_plus_plus, "hirescam": hirescam, "xgradcam": xgradcam, "layercam": layercam,
     "eigencam": eigencam, "eigengradcam": eigengradcam,
+    "scorecam": scorecam, "ablationcam": ablationcam,
+    "guided-backprop": guided_backprop, "guided-gradcam": guided_gradcam,
 }
 METHOD_NAMES = ("gradcam", *METHODS)
 
@@ -54,13 +62,14 @@ def explain(net: Network, x: Any, label: Any = None, method: str = "gradcam", co
         ``feature_layer``, ``reduction_layer``, ``format``, ``upsampling``,
         ``device``, ``dtype``, ``mask``, ``keep_on_device``), the peer's
         options for a peer convention, and the method's own (``eps`` of
-        Grad-CAM++ and XGrad-CAM, ``center`` of the Eigen methods).
+        Grad-CAM++ and XGrad-CAM, ``center`` of the Eigen methods,
+        ``batch_size`` and ``progress`` of Score-CAM and Ablation-CAM).
 
     Returns
     -------
     GradCAMResult
         Or its subclass for the method (``GradCAMPlusPlusResult``,
-        ``EigenCAMResult``); ``info["method"]`` names the method.
+        ``EigenCAMResult``, ``ScoreCAMResult``, ``AblationCAMResult``); ``info["method"]`` names the method.
 
     Examples
     --------

@@ -17,6 +17,10 @@ closed form (its eq. 19), which assumes the score is ``exp(S)`` of a score
 derivatives of ``exp(S)`` are ``exp(S) g^2`` and ``exp(S) g^3``; ``g`` is the
 gradient of the score the call defines, and ``exp(S)`` is dropped from ``w``
 (a positive factor of the whole map), as pytorch-grad-cam 1.5.7 does.
+``form="exact"`` (refcam's extension) keeps ``Y = exp(S)`` but uses the true
+second and third derivatives ``h``, ``t`` of ``S`` along each entry of ``A``:
+``a = (g^2 + h) / (2 (g^2 + h) + (sum_q A_k[q]) (g^3 + 3 g h + t))``
+(:mod:`refcam.cam.score_derivatives`).
 
 Arrays (internal layout): ``activations`` (B, C, *S), ``gradients`` (K, B, C,
 *S) (label, batch, channel, positions), weights (K, B, C) or, for the methods
@@ -32,13 +36,23 @@ from ..backend import get_xp, to_numpy
 from ..errors import GradCAMError
 from ..network import Network
 from .capture import Captured, GradCAMResult, MethodMaps, run_method
+from .score_derivatives import score_derivatives
 
 
 @dataclass
 class GradCAMPlusPlusResult(GradCAMResult):
-    """:class:`GradCAMResult` of :func:`gradcam_plus_plus`, plus ``alphas``: ``a_k[p]`` (K, B, C, *S)."""
+    """:class:`GradCAMResult` of :func:`gradcam_plus_plus`, plus ``alphas``: ``a_k[p]`` (K, B, C, *S).
+
+    With ``form="exact"`` also ``second`` and ``third``: the score's second and
+    third derivatives along each entry of ``A`` (K, B, C, *S); None otherwise.
+    """
 
     alphas: Any = None
+    second: Any = None
+    third: Any = None
+
+
+GRADCAM_PLUS_PLUS_FORMS = ("closed", "exact")
 
 
 # --- the maths, on arrays ------------------------------------------------------------------------
@@ -61,7 +75,8 @@ def channel_weights_and_map(gradients: Any, activations: Any) -> tuple[Any, Any]
     return weights, xp.maximum(channel_sum(weights, activations), 0.0)
 
 
-def grad_cam_plus_plus_maps(gradients: Any, activations: Any, eps: float = 0.0) -> tuple[Any, Any, Any]:
+def grad_cam_plus_plus_maps(gradients: Any, activations: Any, eps: float = 0.0, second: Any = None,
+                            third: Any = None) -> tuple[Any, Any, Any]:
     """Grad-CAM++ closed form: ``(w, M, a)`` with ``a = g^2 / (2 g^2 + s g^3 + eps)`` where ``g != 0``, else 0.
 
     ``s = sum_q A_k[q]`` per channel and observation; ``w_k = sum_p a_k[p]
@@ -69,19 +84,28 @@ def grad_cam_plus_plus_maps(gradients: Any, activations: Any, eps: float = 0.0) 
     (K, B, C, *S). ``eps = 0`` is the paper's formula, ``eps = 1e-6``
     pytorch-grad-cam's. A denominator of exactly 0 where ``g != 0`` (only
     possible when ``s < 0``) is an error.
+
+    With ``second`` and ``third``, the score's own second and third
+    derivatives ``h`` and ``t`` along each entry (K, B, C, *S), the exact form
+    for ``Y = exp(S)``: ``a = n / (2 n + s (g^3 + 3 g h + t) + eps)`` with
+    ``n = g^2 + h``, 0 where ``n = 0`` (the closed form is ``h = t = 0``).
     """
     xp = get_xp(gradients)
     channel_sums = activations.sum(axis=tuple(range(2, activations.ndim)), keepdims=True)[None]  # (1, B, C, 1..)
     squared = gradients * gradients
+    numerator, nonzero = squared, gradients != 0
     denominator = 2.0 * squared + channel_sums * squared * gradients + eps
-    nonzero = gradients != 0
+    if second is not None:
+        numerator = squared + second
+        nonzero = numerator != 0
+        denominator = 2.0 * numerator + channel_sums * (squared * gradients + 3.0 * gradients * second + third) + eps
     zero_denominator = nonzero & (denominator == 0)
     if bool(to_numpy(zero_denominator.any())):
         raise GradCAMError(
             "Grad-CAM++: 2 g^2 + (sum_q A_k[q]) g^3 is exactly 0 at a position where g != 0 (a feature channel "
             "with a negative sum over positions); its alpha is undefined. Pass eps=1e-6 (pytorch-grad-cam's "
             "value) or choose a feature layer after a ReLU.")
-    alphas = xp.where(nonzero, squared / xp.where(nonzero, denominator, 1.0), 0.0)
+    alphas = xp.where(nonzero, numerator / xp.where(nonzero, denominator, 1.0), 0.0)
     weights = (alphas * xp.maximum(gradients, 0.0)).sum(axis=_spatial_axes(gradients))    # (K, B, C)
     return weights, xp.maximum(channel_sum(weights, activations), 0.0), alphas
 
@@ -136,7 +160,7 @@ def matlab_gradcam(net: Network, x: Any, label: Any = None, **options: Any) -> G
     return run_method("gradcam", maps, net, x, label, options)
 
 
-def gradcam_plus_plus(net: Network, x: Any, label: Any = None, *, eps: float = 0.0,
+def gradcam_plus_plus(net: Network, x: Any, label: Any = None, *, eps: float = 0.0, form: str = "closed",
                       **options: Any) -> GradCAMPlusPlusResult:
     """Grad-CAM++ (Chattopadhay, Sarkar, Howlader and Balasubramanian, WACV 2018), the paper's closed form.
 
@@ -145,9 +169,13 @@ def gradcam_plus_plus(net: Network, x: Any, label: Any = None, *, eps: float = 0
     A_k)``, with ``g = dy/dA`` of the score ``y`` the call defines: the paper's
     eq. 19, exact when the score is ``exp(S)`` of an ``S`` linear in ``A``
     near the input and ``g`` is taken of ``S`` (peers: the logit, so pass
-    ``reduction_layer=`` the layer before the softmax). The exact form with
-    the true second and third derivatives of another score is not provided:
-    refcam's engine computes first derivatives only.
+    ``reduction_layer=`` the layer before the softmax). ``form="exact"``
+    (a refcam extension) uses the score's true second and third derivatives
+    ``h`` and ``t`` along each entry of ``A``, with ``Y = exp(S)``:
+    ``a = (g^2 + h) / (2 (g^2 + h) + (sum_q A_k[q]) (g^3 + 3 g h + t) + eps)``,
+    computed in closed form for heads that are piecewise linear up to the
+    logit, a softmax or a sigmoid (:mod:`refcam.cam.score_derivatives`); for
+    the logit it is the closed form.
 
     Parameters
     ----------
@@ -155,6 +183,8 @@ def gradcam_plus_plus(net: Network, x: Any, label: Any = None, *, eps: float = 0
         As for :func:`refcam.gradcam`.
     eps : float
         Added to the denominator of ``a``: 0 (the paper), 1e-6 (pytorch-grad-cam 1.5.7).
+    form : {"closed", "exact"}
+        The paper's closed form (the peers'), or the exact form (refcam's extension).
     **options
         Any option of :func:`refcam.gradcam` but ``convention``: ``reduction``,
         ``feature_layer``, ``reduction_layer``, ``format``, ``upsampling``,
@@ -163,7 +193,9 @@ def gradcam_plus_plus(net: Network, x: Any, label: Any = None, *, eps: float = 0
     Returns
     -------
     GradCAMPlusPlusResult
-        ``weights`` are ``w`` (K, B, C); ``alphas`` are ``a`` (K, B, C, *S).
+        ``weights`` are ``w`` (K, B, C); ``alphas`` are ``a`` (K, B, C, *S);
+        with ``form="exact"`` also ``second`` and ``third``: ``h`` and ``t``
+        (K, B, C, *S).
 
     Examples
     --------
@@ -171,11 +203,20 @@ def gradcam_plus_plus(net: Network, x: Any, label: Any = None, *, eps: float = 0
     >>> res.alphas.shape                                                   # doctest: +SKIP
     (1, 1, 512, 7, 7)
     """
+    if form not in GRADCAM_PLUS_PLUS_FORMS:
+        raise GradCAMError(f"Grad-CAM++ form must be one of {GRADCAM_PLUS_PLUS_FORMS}, not {form!r}.")
+
     def maps(captured: Captured) -> MethodMaps:
-        weights, raw, alphas = grad_cam_plus_plus_maps(captured.gradients, captured.activations, eps)
-        return MethodMaps(weights, raw, {"alphas": alphas})
+        extras: dict[str, Any] = {}
+        if form == "exact":
+            _, extras["second"], extras["third"] = score_derivatives(
+                net, x, captured, format=options.get("format"), mask=options.get("mask"),
+                reduction=options.get("reduction"))
+        weights, raw, alphas = grad_cam_plus_plus_maps(captured.gradients, captured.activations, eps,
+                                                       extras.get("second"), extras.get("third"))
+        return MethodMaps(weights, raw, dict(extras, alphas=alphas))
     result = run_method("gradcam++", maps, net, x, label, options, result_type=GradCAMPlusPlusResult)
-    result.info["eps"] = eps
+    result.info.update(eps=eps, form=form)
     return result
 
 
