@@ -190,7 +190,8 @@ class ComparisonReport:
 
 # --- the entry point -----------------------------------------------------------------------------
 def compare(candidate: Any, golden: Any, *, rtol: float | None = None, atol: float | None = None,
-            preset: str = "float64", top_k: Sequence[float] = DEFAULT_TOP_K) -> ComparisonReport:
+            preset: str = "float64", top_k: Sequence[float] = DEFAULT_TOP_K,
+            network_file: str | os.PathLike | None = None) -> ComparisonReport:
     """Compare a candidate Grad-CAM (a map, or a dict of intermediates) with a golden.
 
     Parameters
@@ -211,6 +212,10 @@ def compare(candidate: Any, golden: Any, *, rtol: float | None = None, atol: flo
         ``["golden-float32"]``), or any key of :data:`refcam.testing.TOLERANCES`.
     top_k : sequence of float
         Percentages for the top-k% IoU of map stages.
+    network_file : str or PathLike, optional
+        For a golden file that names its network file instead of embedding it:
+        where that file is (default: beside the golden). Its SHA-256 must be
+        the one the golden records (:func:`refcam.golden.read`).
 
     Returns
     -------
@@ -228,7 +233,7 @@ def compare(candidate: Any, golden: Any, *, rtol: float | None = None, atol: flo
     rtol = tolerance["rtol"] if rtol is None else float(rtol)
     atol = tolerance["atol"] if atol is None else float(atol)
     candidates = _candidate_stages(candidate)
-    goldens = _golden_stages(golden)
+    goldens = _golden_stages(golden, network_file)
     missing = [name for name in candidates if name not in goldens]
     if missing:
         raise ComparisonError(f"the golden has no {missing}; it holds {list(goldens)}. Compare the stages "
@@ -279,9 +284,9 @@ def _candidate_stages(candidate: Any) -> dict[str, np.ndarray]:
     return {"map": _as_array(candidate, "the candidate")}
 
 
-def _golden_stages(golden: Any) -> dict[str, np.ndarray]:
+def _golden_stages(golden: Any, network_file: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     if isinstance(golden, (str, os.PathLike)):
-        golden = read(golden)
+        golden = read(golden, network_file=network_file)
     if isinstance(golden, (Golden, GradCAMResult)):
         return {name: _as_array(getattr(golden, name), f"the golden's {name}") for name in STAGES}
     if isinstance(golden, Mapping):

@@ -136,7 +136,7 @@ def assert_cam_close(candidate: Any, golden: Any, **options: Any) -> Any:
     """Assert that ``candidate`` matches ``golden`` (:func:`refcam.compare`); raise AssertionError with the report.
 
     ``options`` are :func:`refcam.compare`'s (``rtol``, ``atol``, ``preset``,
-    ``top_k``); another name is a :class:`~refcam.compare.ComparisonError`
+    ``top_k``, ``network_file``); another name is a :class:`~refcam.compare.ComparisonError`
     naming the valid ones. Returns the :class:`~refcam.compare.ComparisonReport`
     when it passes. The AssertionError's message is the report, whose first
     line (``refcam.compare: FAIL (...)``) is what pytest's summary shows.

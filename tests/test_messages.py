@@ -42,8 +42,8 @@ def test_assert_cam_close_message_starts_with_the_verdict() -> None:
 
 def test_assert_cam_close_names_the_valid_options() -> None:
     golden = np.ones((2, 3))
-    with pytest.raises(ComparisonError, match=r"unknown option 'rtool'; the options are rtol, atol, preset, top_k "
-                                              r"\(refcam.compare's\). Did you mean 'rtol'"):
+    with pytest.raises(ComparisonError, match=r"unknown option 'rtool'; the options are rtol, atol, preset, top_k, "
+                                              r"network_file \(refcam.compare's\). Did you mean 'rtol'"):
         assert_cam_close(golden, golden, rtool=1e-3)
     assert assert_cam_close(golden, golden, rtol=1e-3).passed
 

@@ -17,6 +17,7 @@ examples:
   refcam compare cat.golden.h5 my_map.npy --rtol 1e-5        a looser tolerance
   refcam compare cat.golden.h5 stages.npz                    several stages: arrays named activations,
                                                              scores, gradients, weights, raw_map, map
+  refcam compare cat.golden.h5 my_map.npy --network model.onnx   a golden written with --no-network
 
 Exit code 0 when every stage is within tolerance, 1 when one is not."""
 
@@ -30,6 +31,9 @@ def add_arguments(compare: argparse.ArgumentParser) -> None:
     compare.add_argument("--atol", type=float, default=None, help="absolute tolerance")
     compare.add_argument("--preset", default="float64",
                          help="tolerance preset: float64 (default) or float32, or a refcam.testing.TOLERANCES key")
+    compare.add_argument("--network", default=None, metavar="FILE",
+                         help="the network file of a golden written with --no-network (default: the file of the "
+                              "recorded name beside the golden); its SHA-256 is checked")
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -37,7 +41,8 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..compare import compare
 
     candidate = read_candidate(args.candidate)
-    report = compare(candidate, args.golden, rtol=args.rtol, atol=args.atol, preset=args.preset)
+    report = compare(candidate, args.golden, rtol=args.rtol, atol=args.atol, preset=args.preset,
+                     network_file=args.network)
     print(report)
     return EXIT_OK if report.passed else EXIT_PARTIAL
 

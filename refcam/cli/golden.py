@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from typing import Any
 
 from ..errors import RefcamError
 from .common import EXIT_OK, MODEL_HELP, read_input, size_text
@@ -13,6 +15,7 @@ examples:
   refcam golden net.h5 cat.png -o cat.golden.h5
   refcam golden net.h5 cat.png -o cat.golden.h5 --label tabby --feature-layer relu_5
   refcam golden net.h5 x.npy -o x.golden.h5 --dtype float32 --convention captum
+  refcam golden model.onnx cat.png -o cat.golden.h5 --no-network   names model.onnx by its SHA-256
 
 The file format is in docs/golden-format.md; read it with refcam.golden.read. Golden files record
 Grad-CAM only for now: --method other than gradcam is refused (refcam gradcam --method writes those maps)."""
@@ -24,6 +27,18 @@ def add_arguments(golden: argparse.ArgumentParser) -> None:
     golden.add_argument("input", metavar="INPUT", help="an image, .npy array or .csv sequence")
     add_cam_options(golden)
     golden.add_argument("-o", "--output", required=True, metavar="GOLDEN", help="the golden HDF5 file to write")
+    golden.add_argument("--no-network", action="store_true",
+                        help="do not embed the network: record MODEL's file name and SHA-256 (keep MODEL beside "
+                             "the golden, or give refcam compare --network)")
+
+
+def network_text(written: Any, output: str) -> str:
+    """How the golden holds its network, and its size on disk."""
+    size = f"{os.path.getsize(output) / 1e6:.1f} MB"
+    if written.network_file is None:
+        return f"network embedded ({size}, SHA-256 {written.network_sha256[:12]}...)"
+    return (f"network not embedded ({size}): it names {written.network_file} by SHA-256 "
+            f"{written.network_sha256[:12]}...; keep that file beside the golden")
 
 
 def run_golden(args: argparse.Namespace) -> int:
@@ -42,11 +57,11 @@ def run_golden(args: argparse.Namespace) -> int:
     written = golden.write(args.output, net, item.x, prediction.label, reduction=prediction.reduction,
                            convention=args.convention, feature_layer=args.feature_layer,
                            reduction_layer=args.reduction_layer, format=item.format, device=args.device,
-                           dtype=args.dtype, **options)
+                           dtype=args.dtype, network_file=args.model if args.no_network else None, **options)
     notes = "".join(f"; {note}" for note in item.notes)
     print(f"{args.input}: {item.description}{notes}; {score_text(prediction, written, net.classes)}")
     print(f"wrote {args.output}: convention {written.convention}, feature layer {written.feature_layer!r}, "
           f"reduction layer {written.reduction_layer!r}, map {size_text(written.map.shape)} "
-          f"({written.map_axes}), {written.dtype}")
+          f"({written.map_axes}), {written.dtype}; " + network_text(written, args.output))
     return EXIT_OK
 

@@ -21,7 +21,13 @@ file layout is specified in ``docs/golden-format.md``; in short::
     /map              MATLAB map layout, the map refcam returns
     /labels           (K,) int64, 0-based class indices (class labels only)
     /mask             uint8 0/1 (only when a mask was given)
-    /network/         a refcam network file's content (docs/hdf5-format.md)
+    /network/         a refcam network file's content (docs/hdf5-format.md), stored compactly
+                      (gzip, float32 where that is exact) with its SHA-256 in network_sha256
+
+Datasets are gzip-compressed (exact). ``write(..., network_file=PATH)`` writes
+no ``/network``: the golden (schema_version 2) records the network file's name
+(``network_file``) and SHA-256 (``network_sha256``), and :func:`read` loads
+that file from the golden's folder (or the path given) after checking the hash.
 
 A reduction function cannot be stored: its source text (or ``repr``) is kept in
 ``reduction_source`` for people to read, never executed, and the golden says
@@ -37,8 +43,9 @@ The package: :mod:`~refcam.golden.record` (the :class:`Golden` record and the
 names), :mod:`~refcam.golden.writer` (:func:`write`), :mod:`~refcam.golden.reader`
 (:func:`read`), :mod:`~refcam.golden.consistency` (the shapes that must fit).
 """
-from .reader import read
+from .reader import GoldenNetworkError, read
 from .record import FORMAT_NAME, SCHEMA_VERSION, Golden, GoldenDtypeError, GoldenShapeError, map_axes
-from .writer import write
+from .writer import file_sha256, write
 
-__all__ = ["Golden", "GoldenDtypeError", "GoldenShapeError", "map_axes", "read", "write"]
+__all__ = ["Golden", "GoldenDtypeError", "GoldenNetworkError", "GoldenShapeError", "file_sha256", "map_axes", "read",
+           "write"]

@@ -5,7 +5,10 @@ The order is what makes a crafted file harmless (docs/security.md):
 1. the root attributes (strings, a schema version, JSON parsed with ``json.loads`` only);
 2. the names at the root (links are looked at, never followed);
 3. the embedded network, with the network loader's own checks
-   (:func:`refcam.io.hdf5.read_network`);
+   (:func:`refcam.io.hdf5.read_network`); or, for a golden that names its
+   network file (schema version 2), that file: a plain name looked up in the
+   golden's folder only (or the path the caller gives), its SHA-256 checked
+   against the recorded one before it is loaded by :func:`refcam.load`;
 4. each dataset's declaration: a hard link stored in the file, an allowed HDF5
    type class, the compute dtype, a declared size within ``max_tensor_bytes``
    and backed by stored bytes (:func:`refcam.io.safe.check_dataset`);
@@ -23,26 +26,37 @@ import h5py
 import numpy as np
 
 from ..cam.conventions import CONVENTIONS
-from ..errors import (FileFormatError, MissingDatasetError, NonFiniteParameterError, RefcamError,
-                      SchemaVersionError)
+from ..errors import (ExternalReferenceError, FileFormatError, MissingDatasetError, NonFiniteParameterError,
+                      RefcamError, SchemaVersionError)
 from ..io import safe
 from ..io.hdf5 import HDF5_READ_ERRORS, read_network, sniff
 from ..network import Network
 from .consistency import check_declared, check_values, expected_shapes
-from .record import (COMPUTE_DTYPES, FORMAT_NAME, INTERMEDIATES, NETWORK_GROUP, OPTIONAL_DATASETS,
-                     PROVENANCE, REDUCTIONS, REQUIRED_DATASETS, SCHEMA_VERSION, STRING_ATTRIBUTES, Golden,
-                     GoldenDtypeError)
+from .record import (COMPUTE_DTYPES, FORMAT_NAME, INTERMEDIATES, NETWORK_FILE, NETWORK_GROUP, NETWORK_SHA256,
+                     OPTIONAL_DATASETS, PROVENANCE, REDUCTIONS, REFERENCING_SCHEMA_VERSION, REQUIRED_DATASETS,
+                     SCHEMA_VERSION, STRING_ATTRIBUTES, Golden, GoldenDtypeError)
+from .writer import file_sha256
+
+
+class GoldenNetworkError(FileFormatError):
+    """The network file a golden names is missing, outside the golden's folder, or not the one it was made with."""
 
 OPTION_KEYS = ("label", "convention", "mask", "format")
 FLOAT_DATASETS = ("input_internal",) + INTERMEDIATES
 
 
-def read(path: str | os.PathLike, *, max_tensor_bytes: int = safe.DEFAULT_MAX_TENSOR_BYTES) -> Golden:
+def read(path: str | os.PathLike, *, network_file: str | os.PathLike | None = None,
+         max_tensor_bytes: int = safe.DEFAULT_MAX_TENSOR_BYTES) -> Golden:
     """Read and validate a golden file written by :func:`refcam.golden.write` (or any writer following
     docs/golden-format.md).
 
     ``max_tensor_bytes`` (default 2 GiB, counted in float64) bounds every
     dataset the file declares, the embedded network's weights included.
+
+    A golden written with ``network_file=`` (schema version 2) holds no
+    network: it is read from ``network_file`` when given, else from the file
+    of the recorded name in the golden's own folder, and refused
+    (:class:`GoldenNetworkError`) unless its SHA-256 is the recorded one.
 
     Raises :class:`FileNotFoundError` for a missing file, and
     :class:`~refcam.errors.FileFormatError` or its subclasses
@@ -63,7 +77,7 @@ def read(path: str | os.PathLike, *, max_tensor_bytes: int = safe.DEFAULT_MAX_TE
     _check_is_golden(source)
     try:
         with h5py.File(source, "r") as f:
-            return _read_open(f, source, budget)
+            return _read_open(f, source, budget, network_file)
     except RefcamError:
         raise
     except HDF5_READ_ERRORS as err:
@@ -80,12 +94,16 @@ def _check_is_golden(source: str) -> None:
         raise FileFormatError(f"{source} is not a refcam golden file: {description}.")
 
 
-def _read_open(f: h5py.File, source: str, budget: int) -> Golden:
+def _read_open(f: h5py.File, source: str, budget: int, network_file: str | os.PathLike | None) -> Golden:
     attributes = _read_attributes(f, source)
     options = _parse_options(attributes["options"], attributes["convention"], source)
-    _check_members(f, source)
-    network = read_network(safe.hdf5_object(f, NETWORK_GROUP, h5py.Group, source), f"{source}:/{NETWORK_GROUP}",
-                           max_tensor_bytes=budget)
+    referencing = NETWORK_FILE in attributes
+    _check_members(f, source, referencing)
+    if referencing:
+        network = _referenced_network(attributes, source, network_file, budget)
+    else:
+        network = read_network(safe.hdf5_object(f, NETWORK_GROUP, h5py.Group, source),
+                               f"{source}:/{NETWORK_GROUP}", max_tensor_bytes=budget)
     _check_layer_roles(attributes, network, source)
     datasets = {name: _declared_dataset(f, name, attributes["dtype"], source, budget)
                 for name in REQUIRED_DATASETS + OPTIONAL_DATASETS if f.get(name, getlink=True) is not None}
@@ -102,16 +120,57 @@ def _read_open(f: h5py.File, source: str, budget: int) -> Golden:
         network=network, feature_layer=attributes["feature_layer"], reduction_layer=attributes["reduction_layer"],
         reduction=attributes["reduction"], reduction_source=attributes["reduction_source"],
         convention=attributes["convention"], dtype=attributes["dtype"], map_axes=attributes["map_axes"],
-        options=options, **{name: attributes[name] for name in PROVENANCE}, path=source)
+        options=options, **{name: attributes[name] for name in PROVENANCE}, path=source,
+        network_sha256=attributes.get(NETWORK_SHA256), network_file=attributes.get(NETWORK_FILE))
+
+
+def _referenced_network(attributes: dict[str, str], source: str, network_file: str | os.PathLike | None,
+                        budget: int) -> Network:
+    """The network file a referencing golden names, found and checked by SHA-256 before it is loaded."""
+    from ..io import load
+    name, expected = attributes[NETWORK_FILE], attributes[NETWORK_SHA256]
+    path = os.fspath(network_file) if network_file is not None else _beside(source, name)
+    if not os.path.isfile(path):
+        raise GoldenNetworkError(f"{source} names its network file {name!r}, which is not at {path!r}; put the "
+                                 "network file beside the golden, or give its path (network_file=, or "
+                                 "refcam compare --network).")
+    found = file_sha256(path)
+    if found != expected:
+        raise GoldenNetworkError(f"{source} was made with a network file of SHA-256 {expected}; {path!r} has "
+                                 f"{found}. Give the file the golden was made with.")
+    return load(path, max_tensor_bytes=budget)
+
+
+def _beside(source: str, name: str) -> str:
+    """``name`` in the golden's folder; a name with a folder part, ``..`` or a link leaving the folder refused."""
+    if not name or "\0" in name or name in (".", "..") or os.path.basename(name) != name or "\\" in name:
+        raise ExternalReferenceError(f"{source}: network_file {name!r} is not a plain file name; a golden names "
+                                     "a network file in its own folder only.")
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(source)))
+    path = os.path.realpath(os.path.join(folder, name))
+    if os.path.dirname(path) != folder:
+        raise ExternalReferenceError(f"{source}: network_file {name!r} resolves (through a symbolic link) outside "
+                                     "the golden's folder; refcam reads the network only from there.")
+    return path
 
 
 def _read_attributes(f: h5py.File, source: str) -> dict[str, str]:
     values = {"format": _string_attribute(f, "format", source)}
     if values["format"] != FORMAT_NAME:
         raise FileFormatError(f"{source}: the 'format' attribute is {values['format']!r}, not {FORMAT_NAME!r}.")
-    _check_schema_version(f, source)
+    version = _check_schema_version(f, source)
     for name in STRING_ATTRIBUTES[1:]:
         values[name] = _string_attribute(f, name, source)
+    if NETWORK_SHA256 in f.attrs or version == REFERENCING_SCHEMA_VERSION:
+        values[NETWORK_SHA256] = _string_attribute(f, NETWORK_SHA256, source)
+        if len(values[NETWORK_SHA256]) != 64 or set(values[NETWORK_SHA256]) - set("0123456789abcdef"):
+            raise FileFormatError(f"{source}: network_sha256 is {values[NETWORK_SHA256][:80]!r}, not 64 "
+                                  "lowercase hex digits.")
+    if version == REFERENCING_SCHEMA_VERSION:
+        values[NETWORK_FILE] = _string_attribute(f, NETWORK_FILE, source)
+    elif NETWORK_FILE in f.attrs:
+        raise FileFormatError(f"{source}: a golden of schema_version {version} embeds its network and has no "
+                              f"{NETWORK_FILE!r} attribute (version {REFERENCING_SCHEMA_VERSION} names one).")
     for name, allowed in (("dtype", COMPUTE_DTYPES), ("reduction", REDUCTIONS), ("convention", CONVENTIONS)):
         if values[name] not in allowed:
             raise FileFormatError(f"{source}: the attribute {name!r} is {values[name]!r}; it must be one of "
@@ -137,7 +196,7 @@ def _string_attribute(f: h5py.File, name: str, source: str) -> str:
     return value
 
 
-def _check_schema_version(f: h5py.File, source: str) -> None:
+def _check_schema_version(f: h5py.File, source: str) -> int:
     if "schema_version" not in f.attrs:
         raise SchemaVersionError(f"{source}: the root attribute 'schema_version' is missing; write the "
                                  f"integer {SCHEMA_VERSION}.")
@@ -146,10 +205,12 @@ def _check_schema_version(f: h5py.File, source: str) -> None:
         raise SchemaVersionError(f"{source}: 'schema_version' must be one integer (found shape "
                                  f"{attribute.shape}, type class {attribute.get_type().get_class()}).")
     version = int(np.asarray(f.attrs["schema_version"]).reshape(()))
-    if version != SCHEMA_VERSION:
-        newer = "a newer refcam wrote it: upgrade refcam" if version > SCHEMA_VERSION else "versions start at 1"
-        raise SchemaVersionError(f"{source}: golden schema_version {version}; this refcam reads version "
-                                 f"{SCHEMA_VERSION} ({newer}).")
+    if version not in (SCHEMA_VERSION, REFERENCING_SCHEMA_VERSION):
+        newer = ("a newer refcam wrote it: upgrade refcam" if version > REFERENCING_SCHEMA_VERSION
+                 else "versions start at 1")
+        raise SchemaVersionError(f"{source}: golden schema_version {version}; this refcam reads versions "
+                                 f"{SCHEMA_VERSION} and {REFERENCING_SCHEMA_VERSION} ({newer}).")
+    return version
 
 
 def _parse_options(text: str, convention: str, source: str) -> dict[str, Any]:
@@ -173,13 +234,15 @@ def _parse_options(text: str, convention: str, source: str) -> dict[str, Any]:
     return options
 
 
-def _check_members(f: h5py.File, source: str) -> None:
-    allowed = set(REQUIRED_DATASETS + OPTIONAL_DATASETS + (NETWORK_GROUP,))
+def _check_members(f: h5py.File, source: str, referencing: bool) -> None:
+    network = () if referencing else (NETWORK_GROUP,)
+    allowed = set(REQUIRED_DATASETS + OPTIONAL_DATASETS + network)
     unexpected = sorted(set(f.keys()) - allowed)
     if unexpected:
         raise FileFormatError(f"{source}: unexpected objects at the root: {unexpected}; a golden file "
-                              f"holds {sorted(allowed)}.")
-    for name in REQUIRED_DATASETS + (NETWORK_GROUP,):
+                              f"holds {sorted(allowed)}" + (" (it names its network file instead of embedding "
+                              "it)" if referencing else "") + ".")
+    for name in REQUIRED_DATASETS + network:
         if f.get(name, getlink=True) is None:     # looks at the link only: never follows it
             raise MissingDatasetError(f"{source}: /{name} is missing; a golden file needs "
                                       f"{list(REQUIRED_DATASETS)} and the group /{NETWORK_GROUP}.")

@@ -16,8 +16,11 @@ from ..errors import FileFormatError, RefcamError, ShapeError
 from ..network import Network
 
 FORMAT_NAME = "refcam-golden"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1            # a golden with its network embedded
+REFERENCING_SCHEMA_VERSION = 2   # a golden that names its network file by SHA-256 instead
 NETWORK_GROUP = "network"
+NETWORK_SHA256 = "network_sha256"   # root attribute: SHA-256 of the network file (embedded: as refcam saves it)
+NETWORK_FILE = "network_file"       # root attribute of a referencing golden: the network file's name
 STRING_ATTRIBUTES = ("format", "feature_layer", "reduction_layer", "reduction", "reduction_source",
                      "convention", "dtype", "map_axes", "options", "refcam_version", "numpy_version",
                      "h5py_version", "python_version", "platform")
@@ -43,7 +46,9 @@ class Golden:
 
     Arrays are NumPy arrays exactly as stored; the maps are in MATLAB's layout
     (axes named by ``map_axes``), the intermediates in refcam's internal layout
-    (see the module docstring). ``network`` is the embedded network, loaded.
+    (see the module docstring). ``network`` is the network, loaded: the
+    embedded one, or the file a referencing golden names (``network_file``,
+    checked against ``network_sha256``).
     """
 
     input: np.ndarray
@@ -71,6 +76,8 @@ class Golden:
     python_version: str
     platform: str
     path: str | None = None
+    network_sha256: str | None = None
+    network_file: str | None = None
 
     def recompute(self) -> GradCAMResult:
         """Run refcam again on the stored network, input and options (class labels only).

@@ -4,6 +4,7 @@ Writing is deterministic (no timestamps): the same run gives the same bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -19,16 +20,18 @@ from ..backend import to_numpy
 from ..cam.conventions import CONVENTIONS, gradcam_as
 from ..cam.gradcam import GradCAMResult, is_label_sequence
 from ..errors import RefcamError
-from ..io.hdf5 import save
+from ..io.hdf5 import COMPRESSION, COMPRESSION_MIN_BYTES, save
 from ..layout import to_internal
 from ..network import Network
-from .record import (FORMAT_NAME, NETWORK_GROUP, OPTIONAL_DATASETS, PROVENANCE, REQUIRED_DATASETS, SCHEMA_VERSION,
-                     Golden, map_axes)
+from .record import (FORMAT_NAME, NETWORK_FILE, NETWORK_GROUP, NETWORK_SHA256, OPTIONAL_DATASETS, PROVENANCE,
+                     REFERENCING_SCHEMA_VERSION, REQUIRED_DATASETS, SCHEMA_VERSION, Golden, map_axes)
+
+HASH_CHUNK = 1 << 20
 
 
 def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
           reduction: Callable[..., Any] | None = None, convention: str = "matlab",
-          **gradcam_options: Any) -> Golden:
+          network_file: str | os.PathLike | None = None, **gradcam_options: Any) -> Golden:
     """Compute Grad-CAM of ``x`` and write every input, option and intermediate to ``path``.
 
     Parameters
@@ -40,6 +43,14 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
     convention : str
         "matlab" (default) or a peer convention of
         :func:`refcam.cam.conventions.gradcam_as`: the maps are that peer's.
+    network_file : str or PathLike, optional
+        The file ``net`` was loaded from (refcam HDF5, ONNX or Keras). Given,
+        the golden does not embed the network: it records the file's name and
+        SHA-256 (schema version 2), a few megabytes at most instead of the
+        weights; :func:`refcam.golden.read` then needs that file, beside the
+        golden or named by its ``network_file``. The file must load to ``net``
+        (checked). Without it the network is embedded, compressed and
+        exactly (:func:`refcam.io.save` with ``compact=True``), with its SHA-256.
     **gradcam_options
         The other keyword arguments of :func:`refcam.gradcam` (feature_layer,
         reduction_layer, format, upsampling, dtype, device, mask) or of the
@@ -59,6 +70,7 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
         raise RefcamError(f"convention must be one of {CONVENTIONS}, not {convention!r}.")
     if gradcam_options.get("keep_on_device"):
         raise RefcamError("keep_on_device does not apply to golden files; leave it out.")
+    reference = None if network_file is None else _network_reference(net, network_file)
     result = gradcam_as(convention, net, x, label, reduction=reduction, **gradcam_options)
     options = _options_record(label, convention, result, gradcam_options)
     golden = Golden(
@@ -72,9 +84,40 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
         reduction_source="" if reduction is None else _source_text(reduction),
         convention=convention, dtype=result.info["dtype"],
         map_axes=map_axes(result.info["format"], stacked=label is not None and is_label_sequence(label)),
-        options=options, **_provenance(), path=os.fspath(path))
+        options=options, **_provenance(), path=os.fspath(path),
+        **({} if reference is None else {"network_file": reference[0], "network_sha256": reference[1]}))
     _write_file(golden, os.fspath(path))
     return golden
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, as 64 lowercase hex digits (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _network_reference(net: Network, network_file: str | os.PathLike) -> tuple[str, str]:
+    """(the file's name, its SHA-256), after checking that the file loads to ``net``."""
+    from ..io import load
+    path = os.fspath(network_file)
+    if not os.path.isfile(path):
+        raise RefcamError(f"network_file {path!r} is not a file; give the file the network was loaded from.")
+    if _saved_sha256(load(path)) != _saved_sha256(net):
+        raise RefcamError(f"network_file {path!r} does not load to the network given (different layers or "
+                          "weights); give the file the network was loaded from, or leave network_file out to "
+                          "embed the network.")
+    return os.path.basename(path), file_sha256(path)
+
+
+def _saved_sha256(net: Network) -> str:
+    """The SHA-256 of ``net`` as :func:`refcam.io.save` writes it compactly (deterministic bytes)."""
+    with tempfile.TemporaryDirectory() as folder:
+        network_path = os.path.join(folder, "network.h5")
+        save(net, network_path, compact=True)
+        return file_sha256(network_path)
 
 
 
@@ -119,19 +162,25 @@ def _provenance() -> dict[str, str]:
 
 
 def _write_file(golden: Golden, path: str) -> None:
+    """The golden as HDF5: datasets compressed (exact); the network embedded compactly, or named by hash."""
     with tempfile.TemporaryDirectory() as folder:
-        network_file = os.path.join(folder, "network.h5")
-        save(golden.network, network_file)
-        with h5py.File(network_file, "r") as network, h5py.File(path, "w", track_order=True) as f:
+        network_path = os.path.join(folder, "network.h5")
+        if golden.network_file is None:
+            save(golden.network, network_path, compact=True)
+            golden.network_sha256 = file_sha256(network_path)
+        with h5py.File(path, "w", track_order=True) as f:
             for name, value in _string_attributes(golden).items():
                 f.attrs[name] = value
-            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+            referencing = golden.network_file is not None
+            f.attrs["schema_version"] = np.int64(REFERENCING_SCHEMA_VERSION if referencing else SCHEMA_VERSION)
             for name in REQUIRED_DATASETS + OPTIONAL_DATASETS:
                 value = getattr(golden, name)
                 if value is not None:
                     data = value.astype(np.uint8) if name == "mask" else np.ascontiguousarray(value)
-                    f.create_dataset(name, data=data, track_times=False)
-            f.copy(network, NETWORK_GROUP)
+                    f.create_dataset(name, data=data, track_times=False, **(COMPRESSION if data.nbytes >= COMPRESSION_MIN_BYTES else {}))
+            if not referencing:
+                with h5py.File(network_path, "r") as network:
+                    f.copy(network, NETWORK_GROUP)
 
 
 def _string_attributes(golden: Golden) -> dict[str, str]:
@@ -140,4 +189,7 @@ def _string_attributes(golden: Golden) -> dict[str, str]:
                  "map_axes"):
         values[name] = getattr(golden, name)
     values.update({name: getattr(golden, name) for name in PROVENANCE})
+    values[NETWORK_SHA256] = golden.network_sha256
+    if golden.network_file is not None:
+        values[NETWORK_FILE] = golden.network_file
     return values

@@ -74,6 +74,11 @@ LAYER_ENTRY_KEYS = ("name", "kind", "inputs", "properties")
 ALIASES_ATTRIBUTE = "aliases"   # optional: written only for a network with aliases
 CLASSES_ATTRIBUTE = "classes"               # optional, version 2: JSON list of names (net.classes)
 PREPROCESSING_ATTRIBUTE = "preprocessing"   # optional, version 2: JSON object (net.preprocessing)
+# optional on a weight dataset (compact files): the parameter's dtype when the data is stored as float32
+# because every value is a float32 number (exact: float32 -> float64 loses nothing)
+PARAMETER_DTYPE_ATTRIBUTE = "dtype"
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}   # compact files
+COMPRESSION_MIN_BYTES = 1 << 14   # smaller datasets stay contiguous: a chunk index would outweigh the gain
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # What h5py raises when the file's metadata is damaged (KeyError: an object cannot be opened).
@@ -103,7 +108,7 @@ def dataset_path(layer_name: str, param_name: str) -> str:
 
 
 # --- save ------------------------------------------------------------------------
-def save(net: "Network", path: str | os.PathLike) -> None:
+def save(net: "Network", path: str | os.PathLike, *, compact: bool = False) -> None:
     """Write ``net`` to ``path`` in refcam HDF5 format (overwriting the file).
 
     Schema version 1, or 2 when the network carries ``classes`` (other than a
@@ -113,6 +118,15 @@ def save(net: "Network", path: str | os.PathLike) -> None:
     Parameters are written exactly as held (same dtype and values; NumPy or CuPy
     arrays), so ``load(path)`` gives back equal arrays bit for bit. The same
     network always gives a byte-identical file.
+
+    ``compact=True`` (what golden files embed) writes the same arrays smaller,
+    still exactly: every weight dataset of 16 KiB or more gzip-compressed
+    (level 4, byte shuffle),
+    and a float64 parameter whose values are all float32 numbers (weights
+    imported from a float32 ONNX, Keras or PyTorch model) stored as float32 with
+    the attribute ``dtype = "float64"``, which ``load`` turns back into float64.
+    A refcam that predates the attribute reads such a parameter as float32; it
+    computes the same numbers (parameters are cast to the compute dtype).
 
     >>> refcam.io.save(net, "net.h5")            # doctest: +SKIP
     >>> refcam.io.load("net.h5").layer("conv").weights.dtype  # doctest: +SKIP
@@ -140,7 +154,20 @@ def save(net: "Network", path: str | os.PathLike) -> None:
                 continue
             group = weights_group.create_group(group_name(layer_name), track_order=True)
             for param_name, array in arrays.items():
-                group.create_dataset(param_name, data=array, track_times=False)
+                _write_parameter(group, param_name, array, compact)
+
+
+def _write_parameter(group: h5py.Group, name: str, array: np.ndarray, compact: bool) -> None:
+    """One weight dataset; compact: compressed, and float32 where that holds every float64 value exactly."""
+    if not compact:
+        group.create_dataset(name, data=array, track_times=False)
+        return
+    narrow = array.dtype == np.float64 and np.array_equal(array.astype(np.float32).astype(np.float64), array)
+    data = array.astype(np.float32) if narrow else array
+    options = COMPRESSION if data.nbytes >= COMPRESSION_MIN_BYTES else {}
+    dataset = group.create_dataset(name, data=data, track_times=False, **options)
+    if narrow:
+        dataset.attrs[PARAMETER_DTYPE_ATTRIBUTE] = "float64"
 
 
 def _metadata_to_write(net: "Network") -> dict[str, str]:
@@ -635,7 +662,7 @@ def _declared_layer_weights(group: h5py.Group, layer_name: str, cls: type["Layer
 
 def _stand_ins(datasets: dict[str, dict[str, h5py.Dataset]]) -> dict[str, dict[str, np.ndarray]]:
     """Zero-cost arrays of each dataset's declared shape and dtype (read-only broadcast views of one zero)."""
-    return {layer: {param: np.broadcast_to(np.zeros((), dataset.dtype.newbyteorder("=")), dataset.shape)
+    return {layer: {param: np.broadcast_to(np.zeros((), parameter_dtype(dataset)), dataset.shape)
                     for param, dataset in arrays.items()}
             for layer, arrays in datasets.items()}
 
@@ -644,9 +671,25 @@ def _read_weights(datasets: dict[str, dict[str, h5py.Dataset]], source: str,
                   max_tensor_bytes: int) -> dict[str, dict[str, np.ndarray]]:
     """Read every declared dataset (shapes already accepted by the layers); NaN/Inf refused."""
     return {layer: {param: safe.read_dataset(dataset, dataset_path(layer, param), source,
-                                             expected_shape=dataset.shape, max_tensor_bytes=max_tensor_bytes)
+                                             expected_shape=dataset.shape, max_tensor_bytes=max_tensor_bytes
+                                             ).astype(parameter_dtype(dataset), copy=False)
                     for param, dataset in arrays.items()}
             for layer, arrays in datasets.items()}
+
+
+def parameter_dtype(dataset: h5py.Dataset) -> np.dtype:
+    """The parameter's dtype: the dataset's, or float64 for float32 data marked ``dtype = "float64"`` (compact)."""
+    stored = dataset.dtype.newbyteorder("=")
+    if PARAMETER_DTYPE_ATTRIBUTE not in dataset.attrs:
+        return stored
+    marked = np.asarray(dataset.attrs[PARAMETER_DTYPE_ATTRIBUTE], dtype=object).reshape(-1)
+    value = marked[0].decode("utf-8", "replace") if marked.size == 1 and isinstance(marked[0], bytes) else (
+        marked[0] if marked.size == 1 else None)
+    if value != "float64" or stored != np.float32:
+        raise FileFormatError(f"{dataset.file.filename}: {dataset.name} is {stored} with the attribute "
+                              f"{PARAMETER_DTYPE_ATTRIBUTE}={value!r}; the attribute is only 'float64', on float32 "
+                              "data (a float64 parameter stored exactly as float32). Remove it or fix the data.")
+    return np.dtype(np.float64)
 
 
 def _check_weight_type(dataset: h5py.Dataset, where: str, source: str) -> None:
