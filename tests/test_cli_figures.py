@@ -238,13 +238,16 @@ def test_bad_methods_exit_2(tmp_path, capsys) -> None:
     assert code == cli.EXIT_ERROR and "the peer conventions (--convention) are for --method gradcam" in err
 
 
-def test_golden_refuses_other_methods_for_now(tmp_path, capsys) -> None:
+def test_golden_records_a_cam_method_and_refuses_guided_backpropagation(tmp_path, capsys) -> None:
     path = tmp_path / "g.h5"
-    code, _, err = run(capsys, "golden", E1, PHOTO, "--method", "layercam", "-o", str(path))
+    code, _, err = run(capsys, "golden", E1, PHOTO, "--method", "guided-backprop", "-o", str(path))
     assert code == cli.EXIT_ERROR and not path.exists()
-    assert "--method layercam: golden files record Grad-CAM only" in err and "refcam gradcam MODEL INPUT" in err
-    code, _, _ = run(capsys, "golden", E1, PHOTO, "--method", "gradcam", "-o", str(path))
-    assert code == 0 and path.exists()
+    assert "--method guided-backprop: golden files record the CAM methods" in err and "refcam gradcam MODEL" in err
+    code, out, _ = run(capsys, "golden", E1, PHOTO, "--method", "layercam", "-o", str(path))
+    assert code == 0 and "method layercam" in out
+    golden = refcam.golden.read(path)
+    assert golden.method == "layercam" and golden.weights.shape == golden.gradients.shape
+    np.testing.assert_array_equal(golden.recompute().map, golden.map)
 
 
 # --- refcam.figures -----------------------------------------------------------------------------------

@@ -190,8 +190,7 @@ def delete_attribute(name):
 MALFORMED = {
     "wrong format": (set_attribute("format", "refcam-fixture-golden"), FileFormatError, "not 'refcam-golden'"),
     "newer schema": (set_attribute("schema_version", np.int64(3)), SchemaVersionError, "newer refcam"),
-    "version 2 without a network file": (set_attribute("schema_version", np.int64(2)), FileFormatError,
-                                         "'network_file' is missing"),
+    "a method in version 1": (set_attribute("method", "hirescam"), FileFormatError, "belongs to schema_version 2"),
     "schema as text": (set_attribute("schema_version", "1"), SchemaVersionError, "one integer"),
     "no schema": (delete_attribute("schema_version"), SchemaVersionError, "missing"),
     "no feature layer": (delete_attribute("feature_layer"), FileFormatError, "'feature_layer' is missing"),

@@ -17,8 +17,8 @@ examples:
   refcam golden net.h5 x.npy -o x.golden.h5 --dtype float32 --convention captum
   refcam golden model.onnx cat.png -o cat.golden.h5 --no-network   names model.onnx by its SHA-256
 
-The file format is in docs/golden-format.md; read it with refcam.golden.read. Golden files record
-Grad-CAM only for now: --method other than gradcam is refused (refcam gradcam --method writes those maps)."""
+The file format is in docs/golden-format.md; read it with refcam.golden.read. --method records another
+CAM method (guided backpropagation excepted: refcam gradcam --method writes its map)."""
 
 
 def add_arguments(golden: argparse.ArgumentParser) -> None:
@@ -44,9 +44,10 @@ def network_text(written: Any, output: str) -> str:
 def run_golden(args: argparse.Namespace) -> int:
     """``refcam golden MODEL INPUT -o GOLDEN``: refcam.golden.write with the command-line options."""
     from .. import golden
-    if args.method != "gradcam":
-        raise RefcamError(f"--method {args.method}: golden files record Grad-CAM only for now (refcam.golden.write "
-                          f"takes no method); refcam gradcam MODEL INPUT --method {args.method} writes its map.")
+    if args.method not in golden.record.GOLDEN_METHODS:
+        raise RefcamError(f"--method {args.method}: golden files record the CAM methods "
+                          f"{', '.join(golden.record.GOLDEN_METHODS)}; guided backpropagation's map is a gradient at "
+                          f"the input: refcam gradcam MODEL INPUT --method {args.method} writes it.")
 
     setup = prepare(args)
     net, labels = setup.net, setup.labels
@@ -57,10 +58,12 @@ def run_golden(args: argparse.Namespace) -> int:
     written = golden.write(args.output, net, item.x, prediction.label, reduction=prediction.reduction,
                            convention=args.convention, feature_layer=args.feature_layer,
                            reduction_layer=args.reduction_layer, format=item.format, device=args.device,
-                           dtype=args.dtype, network_file=args.model if args.no_network else None, **options)
+                           dtype=args.dtype, network_file=args.model if args.no_network else None,
+                           method=args.method, **options)
     notes = "".join(f"; {note}" for note in item.notes)
     print(f"{args.input}: {item.description}{notes}; {score_text(prediction, written, net.classes)}")
-    print(f"wrote {args.output}: convention {written.convention}, feature layer {written.feature_layer!r}, "
+    method = "" if written.method == "gradcam" else f"method {written.method}, "
+    print(f"wrote {args.output}: {method}convention {written.convention}, feature layer {written.feature_layer!r}, "
           f"reduction layer {written.reduction_layer!r}, map {size_text(written.map.shape)} "
           f"({written.map_axes}), {written.dtype}; " + network_text(written, args.output))
     return EXIT_OK

@@ -8,6 +8,7 @@ gives the feature layer's output ``(C, *S)`` and the reduction layer's output
 Then (docs/golden-format.md, section "Consistency")::
 
     activations  (B, C, *S)          gradients  (K, B, C, *S)     weights  (K, B, C)
+                                                                  ((K, B, C, *S) for HiResCAM, LayerCAM)
     scores       (K, B)              labels     (K,), each in 0..R-1
     raw_map      map_axes at S       map        map_axes at S or at S_in
     mask         S_R (or 1 x n for one axis), values 0 or 1
@@ -34,12 +35,12 @@ import numpy as np
 
 from ..errors import RefcamError
 from ..network import Network
-from .record import GoldenShapeError, map_axes
+from .record import ELEMENTWISE_WEIGHT_METHODS, METHOD, GoldenShapeError, map_axes
 
 Shape = tuple[int, ...]
 FORMAT_LETTERS = re.compile(r"[SCBT]+")
 LAYOUTS = {"input_internal": "(B, C_in, *S_in)", "input": "the caller's layout", "activations": "(B, C, *S)",
-           "gradients": "(K, B, C, *S)", "weights": "(K, B, C)", "scores": "(K, B)", "labels": "(K,)",
+           "gradients": "(K, B, C, *S)", "weights": "(K, B, C), or (K, B, C, *S) for HiResCAM and LayerCAM", "scores": "(K, B)", "labels": "(K,)",
            "raw_map": "map_axes at S", "map": "map_axes at S or S_in", "mask": "S_R"}
 
 
@@ -54,7 +55,8 @@ def expected_shapes(declared: dict[str, Shape], attributes: dict[str, str], opti
     expected = {"input_internal": declared["input_internal"],
                 "input": _input(declared["input"], declared["input_internal"], source),
                 "activations": (batch, *feature), "gradients": (labels, batch, *feature),
-                "weights": (labels, batch, channels), "scores": (labels, batch)}
+                "weights": ((labels, batch, *feature) if attributes.get(METHOD) in ELEMENTWISE_WEIGHT_METHODS
+                            else (labels, batch, channels)), "scores": (labels, batch)}
     letters = _map_axes(attributes, options, spatial, batch, labels, source)
     mapped = 1 if attributes["convention"] == "keras-example" else batch
     sizes = {"1": 1, "K": labels, "B": mapped}

@@ -32,8 +32,8 @@ from ..io import safe
 from ..io.hdf5 import HDF5_READ_ERRORS, read_network, sniff
 from ..network import Network
 from .consistency import check_declared, check_values, expected_shapes
-from .record import (COMPUTE_DTYPES, FORMAT_NAME, INTERMEDIATES, NETWORK_FILE, NETWORK_GROUP, NETWORK_SHA256,
-                     OPTIONAL_DATASETS, PROVENANCE, REDUCTIONS, REFERENCING_SCHEMA_VERSION, REQUIRED_DATASETS,
+from .record import (COMPUTE_DTYPES, FORMAT_NAME, GOLDEN_METHODS, INTERMEDIATES, METHOD, NETWORK_FILE, NETWORK_GROUP, NETWORK_SHA256,
+                     OPTIONAL_DATASETS, PROVENANCE, REDUCTIONS, EXTENDED_SCHEMA_VERSION, REQUIRED_DATASETS,
                      SCHEMA_VERSION, STRING_ATTRIBUTES, Golden, GoldenDtypeError)
 from .writer import file_sha256
 
@@ -121,7 +121,8 @@ def _read_open(f: h5py.File, source: str, budget: int, network_file: str | os.Pa
         reduction=attributes["reduction"], reduction_source=attributes["reduction_source"],
         convention=attributes["convention"], dtype=attributes["dtype"], map_axes=attributes["map_axes"],
         options=options, **{name: attributes[name] for name in PROVENANCE}, path=source,
-        network_sha256=attributes.get(NETWORK_SHA256), network_file=attributes.get(NETWORK_FILE))
+        network_sha256=attributes.get(NETWORK_SHA256), network_file=attributes.get(NETWORK_FILE),
+        method=attributes.get(METHOD, "gradcam"))
 
 
 def _referenced_network(attributes: dict[str, str], source: str, network_file: str | os.PathLike | None,
@@ -161,16 +162,20 @@ def _read_attributes(f: h5py.File, source: str) -> dict[str, str]:
     version = _check_schema_version(f, source)
     for name in STRING_ATTRIBUTES[1:]:
         values[name] = _string_attribute(f, name, source)
-    if NETWORK_SHA256 in f.attrs or version == REFERENCING_SCHEMA_VERSION:
+    if NETWORK_SHA256 in f.attrs or version == EXTENDED_SCHEMA_VERSION:
         values[NETWORK_SHA256] = _string_attribute(f, NETWORK_SHA256, source)
         if len(values[NETWORK_SHA256]) != 64 or set(values[NETWORK_SHA256]) - set("0123456789abcdef"):
             raise FileFormatError(f"{source}: network_sha256 is {values[NETWORK_SHA256][:80]!r}, not 64 "
                                   "lowercase hex digits.")
-    if version == REFERENCING_SCHEMA_VERSION:
-        values[NETWORK_FILE] = _string_attribute(f, NETWORK_FILE, source)
-    elif NETWORK_FILE in f.attrs:
-        raise FileFormatError(f"{source}: a golden of schema_version {version} embeds its network and has no "
-                              f"{NETWORK_FILE!r} attribute (version {REFERENCING_SCHEMA_VERSION} names one).")
+    for name in (NETWORK_FILE, METHOD):
+        if name in f.attrs:
+            if version != EXTENDED_SCHEMA_VERSION:
+                raise FileFormatError(f"{source}: the attribute {name!r} belongs to schema_version "
+                                      f"{EXTENDED_SCHEMA_VERSION}; this golden says {version}.")
+            values[name] = _string_attribute(f, name, source)
+    if values.get(METHOD, "gradcam") not in GOLDEN_METHODS:
+        raise FileFormatError(f"{source}: the attribute 'method' is {values[METHOD]!r}; it must be one of "
+                              f"{GOLDEN_METHODS}.")
     for name, allowed in (("dtype", COMPUTE_DTYPES), ("reduction", REDUCTIONS), ("convention", CONVENTIONS)):
         if values[name] not in allowed:
             raise FileFormatError(f"{source}: the attribute {name!r} is {values[name]!r}; it must be one of "
@@ -205,11 +210,11 @@ def _check_schema_version(f: h5py.File, source: str) -> int:
         raise SchemaVersionError(f"{source}: 'schema_version' must be one integer (found shape "
                                  f"{attribute.shape}, type class {attribute.get_type().get_class()}).")
     version = int(np.asarray(f.attrs["schema_version"]).reshape(()))
-    if version not in (SCHEMA_VERSION, REFERENCING_SCHEMA_VERSION):
-        newer = ("a newer refcam wrote it: upgrade refcam" if version > REFERENCING_SCHEMA_VERSION
+    if version not in (SCHEMA_VERSION, EXTENDED_SCHEMA_VERSION):
+        newer = ("a newer refcam wrote it: upgrade refcam" if version > EXTENDED_SCHEMA_VERSION
                  else "versions start at 1")
         raise SchemaVersionError(f"{source}: golden schema_version {version}; this refcam reads versions "
-                                 f"{SCHEMA_VERSION} and {REFERENCING_SCHEMA_VERSION} ({newer}).")
+                                 f"{SCHEMA_VERSION} and {EXTENDED_SCHEMA_VERSION} ({newer}).")
     return version
 
 

@@ -10,17 +10,23 @@ from typing import Any
 
 import numpy as np
 
-from ..cam.conventions import gradcam_as
+from ..cam.explain import explain
 from ..cam.gradcam import GradCAMResult
 from ..errors import FileFormatError, RefcamError, ShapeError
 from ..network import Network
 
 FORMAT_NAME = "refcam-golden"
 SCHEMA_VERSION = 1            # a golden with its network embedded
-REFERENCING_SCHEMA_VERSION = 2   # a golden that names its network file by SHA-256 instead
+EXTENDED_SCHEMA_VERSION = 2    # a golden that names its network file by SHA-256, or records another CAM method
 NETWORK_GROUP = "network"
 NETWORK_SHA256 = "network_sha256"   # root attribute: SHA-256 of the network file (embedded: as refcam saves it)
 NETWORK_FILE = "network_file"       # root attribute of a referencing golden: the network file's name
+METHOD = "method"                   # root attribute (version 2): the CAM method of refcam.explain; absent: gradcam
+# the methods a golden records: every CAM method of refcam.explain whose intermediates have Grad-CAM's layout
+# (guided backpropagation's map is a gradient at the input, not a map at the feature layer)
+GOLDEN_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "eigengradcam",
+                  "scorecam", "ablationcam")
+ELEMENTWISE_WEIGHT_METHODS = ("hirescam", "layercam")   # weights (K, B, C, *S), not (K, B, C)
 STRING_ATTRIBUTES = ("format", "feature_layer", "reduction_layer", "reduction", "reduction_source",
                      "convention", "dtype", "map_axes", "options", "refcam_version", "numpy_version",
                      "h5py_version", "python_version", "platform")
@@ -78,9 +84,10 @@ class Golden:
     path: str | None = None
     network_sha256: str | None = None
     network_file: str | None = None
+    method: str = "gradcam"
 
     def recompute(self) -> GradCAMResult:
-        """Run refcam again on the stored network, input and options (class labels only).
+        """Run refcam again on the stored network, input, method and options (class labels only).
 
         Raises :class:`~refcam.errors.RefcamError` for ``reduction = "custom"``:
         the reduction function is not in the file.
@@ -93,11 +100,12 @@ class Golden:
         label, convention = options.pop("label"), options.pop("convention")
         if options.pop("mask"):
             options["mask"] = self.mask
-        return gradcam_as(convention, self.network, self.input, label, **options)
+        return explain(self.network, self.input, label, method=self.method, convention=convention, **options)
 
     def __repr__(self) -> str:
         where = f" from {self.path}" if self.path else ""
-        return (f"Golden({self.convention}, feature_layer={self.feature_layer!r}, reduction_layer="
+        method = "" if self.method == "gradcam" else f"{self.method}, "
+        return (f"Golden({method}{self.convention}, feature_layer={self.feature_layer!r}, reduction_layer="
                 f"{self.reduction_layer!r}, reduction={self.reduction!r}, map {self.map_axes} "
                 f"{self.map.shape} {self.dtype}{where})")
 

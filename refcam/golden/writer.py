@@ -17,21 +17,23 @@ import h5py
 import numpy as np
 
 from ..backend import to_numpy
-from ..cam.conventions import CONVENTIONS, gradcam_as
+from ..cam.conventions import CONVENTIONS
+from ..cam.explain import explain
 from ..cam.gradcam import GradCAMResult, is_label_sequence
 from ..errors import RefcamError
 from ..io.hdf5 import COMPRESSION, COMPRESSION_MIN_BYTES, save
 from ..layout import to_internal
 from ..network import Network
-from .record import (FORMAT_NAME, NETWORK_FILE, NETWORK_GROUP, NETWORK_SHA256, OPTIONAL_DATASETS, PROVENANCE,
-                     REFERENCING_SCHEMA_VERSION, REQUIRED_DATASETS, SCHEMA_VERSION, Golden, map_axes)
+from .record import (FORMAT_NAME, GOLDEN_METHODS, METHOD, NETWORK_FILE, NETWORK_GROUP, NETWORK_SHA256,
+                     OPTIONAL_DATASETS, PROVENANCE,
+                     EXTENDED_SCHEMA_VERSION, REQUIRED_DATASETS, SCHEMA_VERSION, Golden, map_axes)
 
 HASH_CHUNK = 1 << 20
 
 
 def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
           reduction: Callable[..., Any] | None = None, convention: str = "matlab",
-          network_file: str | os.PathLike | None = None, **gradcam_options: Any) -> Golden:
+          network_file: str | os.PathLike | None = None, method: str = "gradcam", **gradcam_options: Any) -> Golden:
     """Compute Grad-CAM of ``x`` and write every input, option and intermediate to ``path``.
 
     Parameters
@@ -43,6 +45,13 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
     convention : str
         "matlab" (default) or a peer convention of
         :func:`refcam.cam.conventions.gradcam_as`: the maps are that peer's.
+    method : str
+        The CAM method (:func:`refcam.explain`): ``"gradcam"`` (default) or
+        any of :data:`refcam.golden.record.GOLDEN_METHODS`; its own options
+        (``eps``, ``center``, ``batch_size``, ``weighting``...) go in
+        ``gradcam_options`` and are recorded. Another method than Grad-CAM is
+        recorded in the ``method`` attribute (schema version 2); guided
+        backpropagation, a gradient at the input, is not a golden's kind of map.
     network_file : str or PathLike, optional
         The file ``net`` was loaded from (refcam HDF5, ONNX or Keras). Given,
         the golden does not embed the network: it records the file's name and
@@ -68,10 +77,14 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
     """
     if convention not in CONVENTIONS:
         raise RefcamError(f"convention must be one of {CONVENTIONS}, not {convention!r}.")
+    if method not in GOLDEN_METHODS:
+        raise RefcamError(f"method {method!r}: golden files record the CAM methods {', '.join(GOLDEN_METHODS)}; "
+                          "guided backpropagation's map is a gradient at the input, which a golden does not hold "
+                          "(write result.map with numpy.save).")
     if gradcam_options.get("keep_on_device"):
         raise RefcamError("keep_on_device does not apply to golden files; leave it out.")
     reference = None if network_file is None else _network_reference(net, network_file)
-    result = gradcam_as(convention, net, x, label, reduction=reduction, **gradcam_options)
+    result = explain(net, x, label, method=method, convention=convention, reduction=reduction, **gradcam_options)
     options = _options_record(label, convention, result, gradcam_options)
     golden = Golden(
         input=np.array(to_numpy(x)), input_internal=_input_internal(net, x, result),
@@ -85,7 +98,7 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
         convention=convention, dtype=result.info["dtype"],
         map_axes=map_axes(result.info["format"], stacked=label is not None and is_label_sequence(label)),
         options=options, **_provenance(), path=os.fspath(path),
-        **({} if reference is None else {"network_file": reference[0], "network_sha256": reference[1]}))
+        method=method, **({} if reference is None else {"network_file": reference[0], "network_sha256": reference[1]}))
     _write_file(golden, os.fspath(path))
     return golden
 
@@ -172,7 +185,8 @@ def _write_file(golden: Golden, path: str) -> None:
             for name, value in _string_attributes(golden).items():
                 f.attrs[name] = value
             referencing = golden.network_file is not None
-            f.attrs["schema_version"] = np.int64(REFERENCING_SCHEMA_VERSION if referencing else SCHEMA_VERSION)
+            extended = referencing or golden.method != "gradcam"
+            f.attrs["schema_version"] = np.int64(EXTENDED_SCHEMA_VERSION if extended else SCHEMA_VERSION)
             for name in REQUIRED_DATASETS + OPTIONAL_DATASETS:
                 value = getattr(golden, name)
                 if value is not None:
@@ -192,4 +206,6 @@ def _string_attributes(golden: Golden) -> dict[str, str]:
     values[NETWORK_SHA256] = golden.network_sha256
     if golden.network_file is not None:
         values[NETWORK_FILE] = golden.network_file
+    if golden.method != "gradcam":
+        values[METHOD] = golden.method
     return values
