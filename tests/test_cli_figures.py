@@ -235,7 +235,21 @@ def test_bad_methods_exit_2(tmp_path, capsys) -> None:
     assert stop.value.code == cli.EXIT_ERROR
     assert "argument --method: 'gradcam+' is not a CAM method. Did you mean 'gradcam++'" in err
     code, _, err = run(capsys, "gradcam", E1, PHOTO, "--method", "layercam", "--convention", "captum")
-    assert code == cli.EXIT_ERROR and "the peer conventions (--convention) are for --method gradcam" in err
+    assert code == cli.EXIT_ERROR
+    assert "--convention captum has no --method layercam; that method exists in --convention pytorch-grad-cam " \
+        "or torchcam or matlab" in err
+
+
+def test_method_in_a_peer_convention(tmp_path, capsys) -> None:
+    npy = tmp_path / "photo.npy"
+    photo = fixture_input("e1_squeezenet_mini__chelsea")
+    np.save(npy, photo)
+    code, out, _ = run(capsys, "gradcam", E1, str(npy), "--method", "layercam", "--convention", "torchcam",
+                       "--label", "daisy", "--no-png", "-o", str(tmp_path))
+    assert code == 0
+    expected = refcam.explain(refcam.load(E1), photo, "daisy", method="layercam", convention="torchcam").map
+    np.testing.assert_array_equal(np.load(tmp_path / "photo_gradcam.npy"), expected)
+    assert expected.min() == 0.0 and 0.999 < expected.max() < 1.0     # torchcam: (L - min) / (max + 1e-8)
 
 
 def test_golden_records_a_cam_method_and_refuses_guided_backpropagation(tmp_path, capsys) -> None:

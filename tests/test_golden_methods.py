@@ -43,6 +43,21 @@ def test_a_golden_records_its_method_and_recomputes_to_the_same_bits(net, method
     assert golden.weights.shape == wanted
 
 
+@pytest.mark.parametrize("method, convention", [("gradcam++", "torchcam"), ("layercam", "pytorch-grad-cam"),
+                                                ("eigencam", "pytorch-grad-cam")])
+def test_a_golden_of_a_method_in_a_peer_convention(net, method, convention, tmp_path) -> None:
+    path = tmp_path / f"{method}.golden.h5"
+    refcam.golden.write(path, net, X, [1, 3], method=method, convention=convention)
+    golden = refcam.golden.read(path)
+    assert (golden.method, golden.convention) == (method, convention)
+    expected = refcam.explain(net, X, [1, 3], method=method, convention=convention)
+    for stage in STAGES:
+        np.testing.assert_array_equal(getattr(golden, stage), np.asarray(getattr(expected, stage)), stage)
+        np.testing.assert_array_equal(np.asarray(getattr(golden.recompute(), stage)), getattr(golden, stage), stage)
+    assert refcam.compare(expected.map, path).passed
+    assert 0.999 < golden.map.max() <= 1.0                                   # the library's min-max finishing
+
+
 def test_a_golden_of_another_method_is_not_taken_for_grad_cam(net, tmp_path) -> None:
     """Renaming a HiResCAM golden's method to Grad-CAM breaks the weights' shape rule: refused before reading."""
     path = tmp_path / "hirescam.golden.h5"

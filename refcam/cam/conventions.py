@@ -133,7 +133,7 @@ def gradcam_as(convention: str, net: Network, x: Any, label: Any = None, *,
     if convention == "tf-keras-vis" and label is not None:
         base = _mean_over_score_positions(base, net, x_internal.shape[1:])
     recipe = PEER_RECIPES[convention]
-    steps = recipe(base, x_internal.shape[2:], settings)
+    steps = recipe(base, x_internal.shape[2:], settings, linear_map(base.weights, base.activations))
     return dataclasses.replace(
         base, map=layout.map_from_internal(steps.final, stacked=stacked),
         raw_map=layout.map_from_internal(steps.before_resize, stacked=stacked), weights=steps.weights,
@@ -222,12 +222,13 @@ def min_max_keras(maps: np.ndarray, eps: float = KERAS_EPSILON) -> np.ndarray:
     return (maps - low) / (high - low + eps)
 
 
-def _pytorch_grad_cam(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any]) -> PeerSteps:
+def _pytorch_grad_cam(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any],
+                      linear: np.ndarray) -> PeerSteps:
     rank = len(input_size)
     if rank not in (2, 3):
-        raise GradCAMError(f"pytorch-grad-cam takes 2-D and 3-D inputs only (its GradCAM raises "
-                           f"ValueError for activations with {rank} spatial axis); use another convention.")
-    cam = np.maximum(linear_map(base.weights, base.activations), 0.0)
+        raise GradCAMError(f"pytorch-grad-cam takes 2-D and 3-D inputs only (it raises ValueError for "
+                           f"activations with {rank} spatial axis); use another convention.")
+    cam = np.maximum(linear, 0.0)
     normalised = min_max_shifted(cam, PYTORCH_GRAD_CAM_EPS)
     if rank == 2:
         resized, method = resize_linear(normalised, input_size), "cv2-linear"
@@ -237,8 +238,9 @@ def _pytorch_grad_cam(base: GradCAMResult, input_size: tuple[int, ...], settings
     return PeerSteps(normalised, final, final, base.weights, method)
 
 
-def _captum(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any]) -> PeerSteps:
-    cam = linear_map(base.weights, base.activations)
+def _captum(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any],
+            linear: np.ndarray) -> PeerSteps:
+    cam = linear
     if settings["relu_attributions"]:
         cam = np.maximum(cam, 0.0)
     mode = settings["interpolate_mode"]
@@ -252,22 +254,25 @@ def _captum(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str
     return PeerSteps(cam, final, peer, base.weights, f"torch-{mode}" if mode else "none")
 
 
-def _torchcam(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any]) -> PeerSteps:
-    cam = np.maximum(linear_map(base.weights, base.activations), 0.0)
+def _torchcam(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any],
+              linear: np.ndarray) -> PeerSteps:
+    cam = np.maximum(linear, 0.0)
     if settings["normalized"]:
         cam = min_max_shifted(cam, TORCHCAM_EPS, eps_first=False)
     return PeerSteps(cam, cam, cam, base.weights, "none")
 
 
-def _tf_keras_vis(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any]) -> PeerSteps:
-    cam = np.maximum(linear_map(base.weights, base.activations), 0.0)
+def _tf_keras_vis(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any],
+                  linear: np.ndarray) -> PeerSteps:
+    cam = np.maximum(linear, 0.0)
     final = zoom_maps(cam, input_size, order=1) if settings["expand_cam"] else cam
     if settings["normalize_cam"]:
         final = min_max_keras(final)
     return PeerSteps(cam, final, final, base.weights, "scipy-zoom-order-1" if settings["expand_cam"] else "none")
 
 
-def _keras_example(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any]) -> PeerSteps:
+def _keras_example(base: GradCAMResult, input_size: tuple[int, ...], settings: dict[str, Any],
+                   linear: np.ndarray) -> PeerSteps:
     if len(input_size) != 2:
         raise GradCAMError(f"the Keras Grad-CAM example is written for 2-D images (it averages the "
                            f"gradient over axes (0, 1, 2)); this input has {len(input_size)} spatial axes.")
@@ -279,7 +284,8 @@ def _keras_example(base: GradCAMResult, input_size: tuple[int, ...], settings: d
     return PeerSteps(final, final, final[:, 0], weights, "none")
 
 
-PEER_RECIPES: dict[str, Callable[[GradCAMResult, tuple[int, ...], dict[str, Any]], PeerSteps]] = {
+# each recipe: (refcam's result, input size, the peer's options, L = the map before any ReLU (K, B, *S))
+PEER_RECIPES: dict[str, Callable[[GradCAMResult, tuple[int, ...], dict[str, Any], np.ndarray], PeerSteps]] = {
     "pytorch-grad-cam": _pytorch_grad_cam, "captum": _captum, "torchcam": _torchcam,
     "tf-keras-vis": _tf_keras_vis, "keras-example": _keras_example,
 }

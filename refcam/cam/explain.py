@@ -2,7 +2,8 @@
 
 This module sits above the methods (:mod:`refcam.cam.gradient_methods`,
 :mod:`refcam.cam.eigen_methods`, :mod:`refcam.cam.perturbation_methods`) and the conventions
-(:mod:`refcam.cam.conventions`): it imports them, none of them imports it.
+(:mod:`refcam.cam.conventions`, :mod:`refcam.cam.method_conventions`): it imports them, none of them
+imports it.
 
 ================= =================================== ===================================
 method            function                            paper
@@ -32,6 +33,7 @@ from .conventions import CONVENTIONS, gradcam_as
 from .eigen_methods import eigencam, eigengradcam
 from .gradient_methods import gradcam_plus_plus, hirescam, layercam, xgradcam
 from .guided import guided_backprop, guided_gradcam
+from .method_conventions import method_as
 from .perturbation_methods import ablationcam, scorecam
 
 METHODS: dict[str, Callable[..., GradCAMResult]] = {
@@ -55,8 +57,10 @@ def explain(net: Network, x: Any, label: Any = None, method: str = "gradcam", co
         One of :data:`METHOD_NAMES` (table in :mod:`refcam.cam.explain`).
     convention : str
         "matlab" (refcam's own recipe: no normalisation, MATLAB's resize) for
-        every method; for "gradcam" also the peer recipes of
-        :func:`refcam.cam.conventions.gradcam_as`.
+        every method; a peer library's recipe for the methods it implements:
+        for "gradcam" those of :func:`refcam.cam.conventions.gradcam_as`, for
+        the others those of :func:`refcam.cam.method_conventions.method_as`
+        ("pytorch-grad-cam", "torchcam", "captum").
     **kwargs
         The method's options: those of :func:`refcam.gradcam` (``reduction``,
         ``feature_layer``, ``reduction_layer``, ``format``, ``upsampling``,
@@ -83,8 +87,8 @@ def explain(net: Network, x: Any, label: Any = None, method: str = "gradcam", co
         hint = f" Did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
         raise GradCAMError(f"unknown CAM method {method!r}.{hint} The methods are: "
                            + ", ".join(repr(name) for name in METHOD_NAMES) + ".")
-    if convention != "matlab":
-        other = [name for name in CONVENTIONS if name != "matlab"]
-        raise GradCAMError(f"method {method!r} has refcam's own recipe only (convention='matlab'); the peer "
-                           f"conventions {other} exist for method 'gradcam'.")
-    return METHODS[method](net, x, label, **kwargs)
+    if convention == "matlab":
+        return METHODS[method](net, x, label, **kwargs)
+    if convention not in CONVENTIONS:
+        raise GradCAMError(f"convention must be one of {CONVENTIONS}, not {convention!r}.")
+    return method_as(convention, method, net, x, label, **kwargs)

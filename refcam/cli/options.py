@@ -47,7 +47,7 @@ def add_cam_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="compute dtype")
     parser.add_argument("--convention", default="matlab",
                         help="matlab (default) or a peer library's recipe: pytorch-grad-cam, captum, torchcam, "
-                             "tf-keras-vis, keras-example (docs/oracle.md)")
+                             "tf-keras-vis, keras-example (docs/oracle.md; with --method: docs/methods.md)")
     parser.add_argument("--csv-orientation", choices=CSV_ORIENTATIONS, default="time-rows",
                         help="CSV sequences: time-rows = one row per time step (default), "
                              "feature-rows = one row per feature (MATLAB's c x t)")
@@ -116,8 +116,11 @@ def check_options(net: Any, args: argparse.Namespace) -> None:
     """Refuse options that would fail for every input (layer names, device, upsampling), before reading any."""
     from ..backend import resolve_device
     if args.method != "gradcam" and args.convention != "matlab":
-        raise RefcamError(f"--method {args.method} has refcam's own recipe only; the peer conventions "
-                          "(--convention) are for --method gradcam.")
+        from ..cam.method_conventions import METHOD_CONVENTIONS
+        if args.method not in METHOD_CONVENTIONS.get(args.convention, {}):
+            having = [name for name, methods in METHOD_CONVENTIONS.items() if args.method in methods]
+            raise RefcamError(f"--convention {args.convention} has no --method {args.method}; that method exists "
+                              f"in --convention {' or '.join(having + ['matlab'])} (docs/methods.md).")
     if args.convention != "matlab" and args.upsampling is not None:
         raise RefcamError("--upsampling applies to --convention matlab only; each peer convention resizes "
                           "its own way (docs/oracle.md).")
@@ -231,14 +234,15 @@ def compute(net: Any, item: Input, prediction: Prediction, args: argparse.Namesp
 
     MATLAB's Grad-CAM (:func:`refcam.gradcam`), a peer convention's
     (:func:`refcam.cam.conventions.gradcam_as`), or ``--method``'s through
-    :func:`refcam.explain`, given only the options set (each method keeps its own defaults).
+    :func:`refcam.explain` (in ``--convention``'s recipe), given only the
+    options set (each method keeps its own defaults).
     """
     options = dict(reduction=prediction.reduction, feature_layer=args.feature_layer,
                    reduction_layer=args.reduction_layer, format=item.format, device=args.device, dtype=args.dtype)
     if args.method != "gradcam":
         from ..cam.explain import explain
         given = {name: value for name, value in dict(options, upsampling=args.upsampling).items() if value is not None}
-        return explain(net, item.x, prediction.label, method=args.method, **given)
+        return explain(net, item.x, prediction.label, method=args.method, convention=args.convention, **given)
     if args.convention == "matlab":
         from ..cam.gradcam import gradcam
         return gradcam(net, item.x, prediction.label, upsampling=args.upsampling or "bicubic", **options)
