@@ -17,7 +17,9 @@ from .cam.resize import imresize, imresize3, rescale
 from .compare import compare
 from .errors import RefcamError
 from .interop import from_torch
+from .interop.to_torch import to_torch
 from .io import load, save
+from .io.onnx_export import to_onnx
 from .network import Network
 from .preprocess import Preprocessing, map_to_original, preprocess
 
@@ -27,4 +29,4 @@ __all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "
            "eigengradcam", "explain", "from_torch", "golden", "gradcam", "gradcam_plus_plus", "guided_backprop",
            "guided_gradcam", "hirescam", "imresize",
            "imresize3", "layercam", "load", "map_to_original", "preprocess", "Preprocessing", "rescale", "save",
-           "scorecam", "xgradcam"]
+           "scorecam", "to_onnx", "to_torch", "xgradcam"]
