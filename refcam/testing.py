@@ -156,3 +156,36 @@ def assert_cam_close(candidate: Any, golden: Any, **options: Any) -> Any:
     if not report.passed:
         raise AssertionError(str(report))
     return report
+
+
+def conformance_cases(folder: Any = None, pattern: str | None = None, dtype: str | None = None) -> list[Any]:
+    """The conformance suite's cases, for ``pytest.mark.parametrize`` in a user's own test suite.
+
+    ``folder``: a suite written by ``refcam conformance build``; default: the
+    suite built afresh in a new temporary folder (left for the test run to
+    read; the caller owns it). Pair it with :func:`assert_conforms`::
+
+        @pytest.mark.parametrize("case", conformance_cases(), ids=lambda case: case.id)
+        def test_my_gradcam(case):
+            assert_conforms(my_gradcam(case), case)
+    """
+    import tempfile
+
+    from .conformance import build, cases
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="refcam-conformance-")
+        build(folder)
+    return list(cases(folder, pattern, dtype))
+
+
+def assert_conforms(result: Any, case: Any) -> None:
+    """``AssertionError`` with the scorecard line and the first failing stage unless ``result`` passes ``case``.
+
+    ``result``: what an adapter returns (the map, or a dict of stages;
+    :mod:`refcam.conformance.runner`).
+    """
+    from .conformance.runner import score_case
+    score = score_case(lambda _: result, case)
+    if not score.passed:
+        raise AssertionError(f"conformance case {case.id} fails at {score.first_divergence} (error "
+                             f"{score.error:.3e} of the golden's max): {score.hint}")

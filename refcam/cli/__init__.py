@@ -1,4 +1,4 @@
-"""The ``refcam`` command line: ``refcam demo | info | gradcam | golden | compare`` (docs/cli.md).
+"""The ``refcam`` command line: ``refcam demo | info | gradcam | golden | compare | conformance`` (docs/cli.md).
 
 One module per subcommand (:mod:`refcam.cli.demo`, :mod:`~refcam.cli.info`,
 :mod:`~refcam.cli.gradcam`, :mod:`~refcam.cli.golden`, :mod:`~refcam.cli.compare`), each
@@ -46,10 +46,11 @@ from typing import Callable, Sequence
 
 from .. import __version__
 from ..errors import RefcamError
-from . import compare, demo, golden, gradcam, info
+from . import compare, conformance, demo, golden, gradcam, info
 from .common import (EXIT_EMPTY, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL,
                      describe_error, one_line, output_stems, show_traceback)
 from .compare import run_compare
+from .conformance import run_conformance
 from .demo import DEMO_OUTPUT, identity, run_demo
 from .golden import run_golden
 from .gradcam import run_gradcam
@@ -58,7 +59,7 @@ from .options import compute
 
 __all__ = ["COMMANDS", "DEMO_OUTPUT", "EXIT_EMPTY", "EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PARTIAL",
            "HANDLERS", "build_parser", "compute", "identity", "main", "output_stems", "run_compare",
-           "run_demo", "run_golden", "run_gradcam", "run_info"]
+           "run_conformance", "run_demo", "run_golden", "run_gradcam", "run_info"]
 
 EPILOG = """\
 examples:
@@ -70,12 +71,14 @@ examples:
                                                   a PyTorch model: a titled figure of its top-1 class
   refcam golden net.h5 cat.png -o cat.golden.h5   a golden file for testing your implementation
   refcam compare cat.golden.h5 my_map.npy         is my map refcam's?
+  refcam conformance run --adapter mypkg.cam:run  score your implementation on refcam's suite
 
 exit codes: 0 success; 1 some inputs failed or compare out of tolerance; 2 error (bad usage,
 missing file, bad label, ...); 3 internal error (please report, with --debug); 4 a map is
 all zero or not finite (refcam gradcam; --allow-empty accepts it)."""
 
-COMMANDS = {"demo": demo, "info": info, "gradcam": gradcam, "golden": golden, "compare": compare}
+COMMANDS = {"demo": demo, "info": info, "gradcam": gradcam, "golden": golden, "compare": compare,
+            "conformance": conformance}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,4 +125,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": run_demo, "info": run_info, "gradcam": run_gradcam, "golden": run_golden, "compare": run_compare,
+    "conformance": run_conformance,
 }

@@ -1,0 +1,1 @@
+"""Adapters: refcam itself (:mod:`.reference`, passes every case), planted bugs (:mod:`.planted`), the peers."""
