@@ -22,6 +22,7 @@ from ..cam.explain import explain
 from ..cam.gradcam import GradCAMResult, is_label_sequence
 from ..errors import RefcamError
 from ..io.hdf5 import COMPRESSION, COMPRESSION_MIN_BYTES, save
+from ..io.untimed_hdf5 import create_file
 from ..layout import to_internal
 from ..network import Network
 from .record import (FORMAT_NAME, GOLDEN_METHODS, METHOD, NETWORK_FILE, NETWORK_GROUP, NETWORK_SHA256,
@@ -181,7 +182,7 @@ def _write_file(golden: Golden, path: str) -> None:
         if golden.network_file is None:
             save(golden.network, network_path, compact=True)
             golden.network_sha256 = file_sha256(network_path)
-        with h5py.File(path, "w", track_order=True) as f:
+        with create_file(path) as f:
             for name, value in _string_attributes(golden).items():
                 f.attrs[name] = value
             referencing = golden.network_file is not None

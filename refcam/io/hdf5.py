@@ -59,6 +59,7 @@ from ..errors import (
 )
 from ..layers import base as layer_base
 from . import safe
+from .untimed_hdf5 import create_file, create_group
 
 if TYPE_CHECKING:
     from ..layers.base import Layer
@@ -138,7 +139,7 @@ def save(net: "Network", path: str | os.PathLike, *, compact: bool = False) -> N
                           ensure_ascii=False, allow_nan=False)
     weights = [(layer.name, _weights_to_write(layer)) for layer in net.layers]
     metadata = _metadata_to_write(net)
-    with h5py.File(os.fspath(path), "w", track_order=True) as f:
+    with create_file(path) as f:
         f.attrs["format"] = FORMAT_NAME
         f.attrs["schema_version"] = np.int64(SCHEMA_VERSION if metadata else FIRST_SCHEMA_VERSION)
         f.attrs["refcam_version"] = __version__
@@ -148,11 +149,11 @@ def save(net: "Network", path: str | os.PathLike, *, compact: bool = False) -> N
             f.attrs[ALIASES_ATTRIBUTE] = json.dumps(dict(net.aliases), ensure_ascii=False)
         for name, text in metadata.items():
             f.attrs[name] = text
-        weights_group = f.create_group(WEIGHTS_GROUP, track_order=True)
+        weights_group = create_group(f, WEIGHTS_GROUP)
         for layer_name, arrays in weights:
             if not arrays:
                 continue
-            group = weights_group.create_group(group_name(layer_name), track_order=True)
+            group = create_group(weights_group, group_name(layer_name))
             for param_name, array in arrays.items():
                 _write_parameter(group, param_name, array, compact)
 
