@@ -5,6 +5,7 @@ written ``__``)::
 
     manifest.json              suite version, refcam version, per case its spec and every file's SHA-256
     <network>.h5               each network, refcam HDF5 (refcam.save, compact)
+    <network>.onnx             the same network as ONNX (refcam.to_onnx), where onnx is installed
     <case>.input.npy           the input, MATLAB's layout (the case's "format")
     <case>.mask.npy            the mask, for masked cases
     <case>.golden.h5           refcam's golden (every intermediate), naming <network>.h5 by SHA-256
@@ -16,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from ..errors import RefcamError
 from ..golden import write as write_golden
 from ..io import save
+from ..network import Network
 from .cases import SUITE_VERSION, CaseSpec, suite, sum_of_outputs
 from .networks import NETWORKS
 
@@ -48,17 +50,16 @@ def build(folder: str | os.PathLike, cases: Iterable[CaseSpec] | None = None) ->
     --------
     >>> manifest = build("conformance-suite")                   # doctest: +SKIP
     >>> len(manifest["cases"]), manifest["suite_version"]       # doctest: +SKIP
-    (43, '1')
+    (40, '1')
     """
     from .. import __version__
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     chosen = list(suite() if cases is None else cases)
+    write_onnx = _onnx_writer()
     networks = {}
     for name in sorted({case.network for case in chosen}):
-        path = os.path.join(folder, f"{name}.h5")
-        save(NETWORKS[name](), path, compact=True)
-        networks[name] = {"file": f"{name}.h5", "sha256": _sha256(path)}
+        networks[name] = _write_network(folder, name, write_onnx)
     entries = [_build_case(folder, case) for case in chosen]
     manifest = {"format": "refcam-conformance-suite", "suite_version": SUITE_VERSION, "refcam_version": __version__,
                 "numpy_version": np.__version__, "networks": networks, "cases": entries}
@@ -66,6 +67,29 @@ def build(folder: str | os.PathLike, cases: Iterable[CaseSpec] | None = None) ->
         json.dump(manifest, out, indent=1, sort_keys=True)
         out.write("\n")
     return manifest
+
+
+def _onnx_writer() -> Callable[[Network, str], None] | None:
+    """:func:`refcam.to_onnx` where ``onnx`` is installed, else None (the suite then has no ONNX files)."""
+    try:
+        from onnx import TensorProto  # noqa: F401  (not just "import onnx": a folder named onnx imports too)
+    except ImportError:
+        return None
+    from ..io.onnx_export import to_onnx
+    return to_onnx
+
+
+def _write_network(folder: str, name: str, write_onnx: Callable[[Network, str], None] | None) -> dict[str, Any]:
+    """``<name>.h5`` (the reference) and, with onnx installed, ``<name>.onnx``; their manifest entry."""
+    net = NETWORKS[name]()
+    path = os.path.join(folder, f"{name}.h5")
+    save(net, path, compact=True)
+    entry = {"file": f"{name}.h5", "sha256": _sha256(path)}
+    if write_onnx is not None:
+        onnx_path = os.path.join(folder, f"{name}.onnx")
+        write_onnx(net, onnx_path)
+        entry["onnx"] = {"file": f"{name}.onnx", "sha256": _sha256(onnx_path)}
+    return entry
 
 
 def _build_case(folder: str, case: CaseSpec) -> dict[str, Any]:
@@ -106,6 +130,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     with open(path, encoding="utf-8") as source:
         manifest = json.load(source)
     recorded = [(entry["file"], entry["sha256"]) for entry in manifest["networks"].values()]
+    recorded += [(entry["onnx"]["file"], entry["onnx"]["sha256"]) for entry in manifest["networks"].values()
+                 if "onnx" in entry]
     recorded += [(entry["file"], entry["sha256"]) for case in manifest["cases"] for entry in case["files"].values()]
     for name, digest in recorded:
         if os.path.basename(name) != name:

@@ -2,7 +2,9 @@
 
 Every weight is drawn from ``numpy.random.default_rng(seed)`` (PCG64, the same
 numbers on every platform), scaled by ``1 / sqrt(fan_in)``; batch norm gets
-non-trivial statistics. Layer names are the ones a case names as its feature
+non-trivial statistics, and every normalisation's epsilon is 2^-16 (above
+MATLAB's minimum 1e-5 and exactly a float32 number, so the ONNX file, whose
+``epsilon`` attribute is float32, holds the same network). Layer names are the ones a case names as its feature
 and reduction layers.
 
 =============== ============================================================================== =========
@@ -27,6 +29,7 @@ from .. import layers as L
 from ..network import Network
 
 CLASSES = ("cat", "dog", "fox")
+EPSILON = 2.0 ** -16
 
 
 def _conv(name: str, rng: np.random.Generator, filters: int, channels: int, size: int, rank: int = 2,
@@ -41,7 +44,8 @@ def _conv(name: str, rng: np.random.Generator, filters: int, channels: int, size
 def _batchnorm(name: str, rng: np.random.Generator, channels: int) -> L.BatchNormalizationLayer:
     return L.BatchNormalizationLayer(name=name, trained_mean=0.1 * rng.standard_normal(channels),
                                      trained_variance=rng.uniform(0.5, 2.0, channels),
-                                     scale=rng.uniform(0.5, 1.5, channels), offset=0.1 * rng.standard_normal(channels))
+                                     scale=rng.uniform(0.5, 1.5, channels), offset=0.1 * rng.standard_normal(channels),
+                                     epsilon=EPSILON)
 
 
 def _fc(name: str, rng: np.random.Generator, outputs: int, inputs: int) -> L.FullyConnectedLayer:
@@ -92,7 +96,8 @@ def sequence1d() -> Network:
     return Network([
         L.SequenceInputLayer(name="input", input_size=3, normalization="none", min_length=12),
         _conv("conv_1", rng, 4, 3, 3, rank=1, padding="causal"),
-        L.LayerNormalizationLayer(name="ln_1", scale=rng.uniform(0.5, 1.5, 4), offset=0.1 * rng.standard_normal(4)),
+        L.LayerNormalizationLayer(name="ln_1", scale=rng.uniform(0.5, 1.5, 4), offset=0.1 * rng.standard_normal(4),
+                                  epsilon=EPSILON),
         L.ReLULayer(name="relu_1"), _conv("conv_2", rng, 5, 4, 3, rank=1), L.ReLULayer(name="relu_2"),
         *_head(rng, 5, 1)])
 

@@ -10,15 +10,17 @@ import pytest
 
 from refcam.conformance import build, cases
 from refcam.conformance.adapters import peers
+from refcam.conformance.adapters.tf_keras_vis import tf_keras_vis
 from refcam.conformance.runner import score_case
 
 SCORECARDS = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "conformance")
-ADAPTERS = {"pytorch-grad-cam": (peers.pytorch_grad_cam, "pytorch_grad_cam"),
-            "torchcam": (peers.torchcam, "torchcam"), "captum": (peers.captum, "captum")}
+ADAPTERS = {"pytorch-grad-cam": (peers.pytorch_grad_cam, "torch", "pytorch_grad_cam"),
+            "torchcam": (peers.torchcam, "torch", "torchcam"), "captum": (peers.captum, "torch", "captum"),
+            "tf-keras-vis": (tf_keras_vis, "tensorflow", "tf_keras_vis")}
 OWN_CONVENTION_CASES = {"pytorch-grad-cam": ("series2d/pytorch-grad-cam", "series2d/pytorch-grad-cam-layercam",
                                              "volume3d/pytorch-grad-cam"),
                         "torchcam": ("series2d/torchcam", "series2d/torchcam-gradcam++"),
-                        "captum": ("series2d/captum",)}
+                        "captum": ("series2d/captum",), "tf-keras-vis": ("series2d/tf-keras-vis",)}
 
 
 def committed(peer):
@@ -40,13 +42,13 @@ def test_each_peer_passes_the_cases_of_its_own_convention_as_committed(peer):
 
 @pytest.mark.parametrize("peer", sorted(ADAPTERS))
 def test_the_peer_scorecard_reproduces(peer, tmp_path):
-    adapter, module = ADAPTERS[peer]
-    for required in ("torch", module):
+    adapter, framework, module = ADAPTERS[peer]
+    for required in (framework, module):
         if importlib.util.find_spec(required) is None:
             pytest.skip(f"{required} is not installed")
     try:
         importlib.import_module("torchcam.methods" if peer == "torchcam" else module)
-    except ImportError as err:                      # pytorch-grad-cam needs torchvision, cv2 and scikit-learn
+    except ImportError as err:           # pytorch-grad-cam needs torchvision, cv2 and scikit-learn; tf-keras-vis scipy
         pytest.skip(f"{module} does not import here: {err}")
     build(tmp_path)
     record = committed(peer)

@@ -39,3 +39,18 @@ def run_refcam(case: Case) -> dict[str, Any]:
     label, options = case_call(case)
     result = explain(load(case.network_file), case.input, label, **options)
     return {stage: getattr(result, stage) for stage in STAGES}
+
+
+def run_refcam_on_onnx(case: Case) -> dict[str, Any]:
+    """:func:`run_refcam` on the case's ONNX file (``<network>.onnx``, written by :func:`refcam.to_onnx`).
+
+    It passes every case: the ONNX file a framework is given computes the suite's goldens.
+    A suite built without onnx installed has no ONNX file: the case is then an error.
+    """
+    if case.onnx_file is None:
+        raise FileNotFoundError(f"case {case.id!r} has no ONNX file: rebuild the suite with onnx installed "
+                                "(pip install \"refcam[onnx]\").")
+    label, options = case_call(case)
+    result = explain(load(case.onnx_file), case.input, label, **options)
+    return {stage: getattr(result, stage) for stage in STAGES}
+
