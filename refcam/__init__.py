@@ -5,7 +5,7 @@
 >>> score_map, feature_layer, reduction_layer = refcam.gradcam(net, image, "cat")  # doctest: +SKIP
 >>> net = refcam.from_torch(model.eval(), torch.zeros(1, 3, 224, 224))             # doctest: +SKIP
 """
-from . import golden
+from . import dataset, golden
 from .autodiff import Tensor
 from .cam.eigen_methods import eigencam, eigengradcam
 from .cam.explain import explain
@@ -25,7 +25,7 @@ from .preprocess import Preprocessing, map_to_original, preprocess
 
 __version__ = "0.1.0"
 
-__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "ablationcam", "compare", "eigencam",
+__all__ = ["GradCAMResult", "Network", "RefcamError", "Tensor", "__version__", "ablationcam", "compare", "dataset", "eigencam",
            "eigengradcam", "explain", "from_torch", "golden", "gradcam", "gradcam_plus_plus", "guided_backprop",
            "guided_gradcam", "hirescam", "imresize",
            "imresize3", "layercam", "load", "map_to_original", "preprocess", "Preprocessing", "rescale", "save",

@@ -48,3 +48,13 @@ def test_gpu_py_runs_on_the_cpu(torch, tmp_path):
     assert [row["dtype"] for row in rows] == ["float32", "float64"]
     assert all("error" not in row and row["refcam_ms"] > 0 and row["torch_ms"] > 0 for row in rows)
     assert max(rows[1]["gradients_diff"], rows[1]["raw_map_diff"]) <= 1e-9
+
+
+def test_dataset_throughput_runs_on_e2(torch, tmp_path):
+    pytest.importorskip("threadpoolctl")
+    pytest.importorskip("distributed")
+    out = tmp_path / "dataset.json"
+    run_script("benchmarks/dataset_throughput.py", "--networks", "e2", "--items-e2", "6", "--json", str(out))
+    row = json.loads(out.read_text())["rows"]["e2"]
+    assert row["items"] == 6 and row["serial_items_per_s"] > 0 and row["dask2_items_per_s"] > 0
+    assert row["load_s"] > 0 and row["compute_s"] > 0

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, RefcamError
 from .common import EXIT_OK, EXIT_PARTIAL, one_line
+from .dataset import run_compare_store
 
 SUMMARY = "Compare a candidate map (.npy) or stages (.npz) with a golden file."
 EPILOG = """\
@@ -18,15 +19,20 @@ examples:
   refcam compare cat.golden.h5 stages.npz                    several stages: arrays named activations,
                                                              scores, gradients, weights, raw_map, map
   refcam compare cat.golden.h5 my_map.npy --network model.onnx   a golden written with --no-network
+  refcam compare --store photos.store my_maps/               every item of a dataset store: pass rate,
+                                                             worst items, error histogram
 
-Exit code 0 when every stage is within tolerance, 1 when one is not."""
+Exit code 0 when every stage (every item) is within tolerance, 1 when one is not."""
 
 
 def add_arguments(compare: argparse.ArgumentParser) -> None:
     """The arguments of ``refcam compare``."""
-    compare.add_argument("golden", metavar="GOLDEN", help="a golden file written by refcam golden")
-    compare.add_argument("candidate", metavar="CANDIDATE",
-                         help="the candidate map (.npy, the golden's map layout) or stages (.npz)")
+    compare.add_argument("paths", metavar="GOLDEN CANDIDATE", nargs="+",
+                         help="a golden file written by refcam golden and the candidate map (.npy, the golden's "
+                              "map layout) or stages (.npz); with --store, only CANDIDATES: a folder of "
+                              "<item>.npy/.npz files or one .npz keyed by item id")
+    compare.add_argument("--store", metavar="DIR", default=None,
+                         help="score a whole dataset store written by refcam golden --store (docs/dataset.md)")
     compare.add_argument("--rtol", type=float, default=None, help="relative tolerance (of max |golden|)")
     compare.add_argument("--atol", type=float, default=None, help="absolute tolerance")
     compare.add_argument("--preset", default="float64",
@@ -40,8 +46,14 @@ def run_compare(args: argparse.Namespace) -> int:
     """``refcam compare GOLDEN CANDIDATE``: print the report; exit 1 when out of tolerance."""
     from ..compare import compare
 
-    candidate = read_candidate(args.candidate)
-    report = compare(candidate, args.golden, rtol=args.rtol, atol=args.atol, preset=args.preset,
+    if args.store is not None:
+        return run_compare_store(args)
+    if len(args.paths) != 2:
+        raise RefcamError(f"refcam compare takes GOLDEN CANDIDATE (two paths), not {len(args.paths)}; a whole "
+                          "dataset: refcam compare --store DIR CANDIDATES.")
+    golden, candidate_path = args.paths
+    candidate = read_candidate(candidate_path)
+    report = compare(candidate, golden, rtol=args.rtol, atol=args.atol, preset=args.preset,
                      network_file=args.network)
     print(report)
     return EXIT_OK if report.passed else EXIT_PARTIAL

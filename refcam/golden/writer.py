@@ -76,6 +76,18 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
     >>> refcam.golden.write("cat.golden.h5", net, image, "cat")       # doctest: +SKIP
     Golden(matlab, feature_layer='relu_5', reduction_layer='softmax', ...)
     """
+    reference = None if network_file is None else _network_reference(net, network_file)
+    return write_referenced(path, net, x, label, reference, reduction=reduction, convention=convention,
+                            method=method, **gradcam_options)
+
+
+def write_referenced(path: str | os.PathLike, net: Network, x: Any, label: Any, reference: tuple[str, str] | None, *,
+                     reduction: Callable[..., Any] | None = None, convention: str = "matlab", method: str = "gradcam",
+                     attributes: dict[str, str] | None = None, **gradcam_options: Any) -> Golden:
+    """:func:`write` with the network file already checked: ``reference`` is ``(file name, SHA-256)`` of a file
+    known to load to ``net`` (what :func:`write` checks once per call; a dataset run checks it once per run),
+    or None to embed the network. ``attributes``: more string attributes of the root, written last (a dataset
+    run's item record; :func:`read` ignores them)."""
     if convention not in CONVENTIONS:
         raise RefcamError(f"convention must be one of {CONVENTIONS}, not {convention!r}.")
     if method not in GOLDEN_METHODS:
@@ -84,7 +96,6 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
                           "(write result.map with numpy.save).")
     if gradcam_options.get("keep_on_device"):
         raise RefcamError("keep_on_device does not apply to golden files; leave it out.")
-    reference = None if network_file is None else _network_reference(net, network_file)
     result = explain(net, x, label, method=method, convention=convention, reduction=reduction, **gradcam_options)
     options = _options_record(label, convention, result, gradcam_options)
     golden = Golden(
@@ -100,7 +111,7 @@ def write(path: str | os.PathLike, net: Network, x: Any, label: Any = None, *,
         map_axes=map_axes(result.info["format"], stacked=label is not None and is_label_sequence(label)),
         options=options, **_provenance(), path=os.fspath(path),
         method=method, **({} if reference is None else {"network_file": reference[0], "network_sha256": reference[1]}))
-    _write_file(golden, os.fspath(path))
+    _write_file(golden, os.fspath(path), attributes or {})
     return golden
 
 
@@ -175,7 +186,7 @@ def _provenance() -> dict[str, str]:
             "python_version": platform.python_version(), "platform": f"{platform.platform()} ({sys.byteorder}-endian)"}
 
 
-def _write_file(golden: Golden, path: str) -> None:
+def _write_file(golden: Golden, path: str, attributes: dict[str, str]) -> None:
     """The golden as HDF5: datasets compressed (exact); the network embedded compactly, or named by hash."""
     with tempfile.TemporaryDirectory() as folder:
         network_path = os.path.join(folder, "network.h5")
@@ -196,6 +207,8 @@ def _write_file(golden: Golden, path: str) -> None:
             if not referencing:
                 with h5py.File(network_path, "r") as network:
                     f.copy(network, NETWORK_GROUP)
+            for name, value in attributes.items():
+                f.attrs[name] = value
 
 
 def _string_attributes(golden: Golden) -> dict[str, str]:
