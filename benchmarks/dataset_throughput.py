@@ -54,7 +54,7 @@ def networks() -> dict:
 def item_parts(net, x: np.ndarray, options: dict, folder: str) -> dict:
     """Seconds to load the network, compute one item and write its golden (medians of 3)."""
     import refcam
-    from refcam.cli.options import sum_of_outputs
+    from refcam.cam.selection import sum_of_outputs
     from refcam.golden.writer import write_referenced
     path = os.path.join(folder, "parts.h5")
     refcam.save(net, path, compact=True)

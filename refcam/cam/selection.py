@@ -15,8 +15,19 @@
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import GradCAMError, LayerNotFoundError
 from ..network import Network
+
+
+def sum_of_outputs(y: Any) -> Any:
+    """A reduction that sums the reduction layer's output: ``score = sum_i y_i``.
+
+    The score of a regression network (one output: the prediction itself) and of
+    ``--reduction sum``; it works on NumPy and CuPy arrays alike.
+    """
+    return y.sum()
 
 
 def check_layer_name(net: Network, name: str, role: str) -> str:

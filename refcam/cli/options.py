@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import LabelError, LayerNotFoundError, RefcamError
-from .common import CSV_ORIENTATIONS, Input, number, resize_option, without_path
+from ..input_files import CSV_ORIENTATIONS, Input
+from .common import number, resize_option, without_path
 
 UPSAMPLING = ("bicubic", "nearest", "none")
 REDUCTIONS = ("sum",)
@@ -171,11 +172,6 @@ def choose_preprocessing(net: Any, args: argparse.Namespace) -> Any:
 
 
 # --- labels, scores and the map --------------------------------------------------------------------
-def sum_of_outputs(y: Any) -> Any:
-    """``--reduction sum``: the reduction layer's output summed (E2's identity for one output)."""
-    return y.sum()
-
-
 def labels_per_input(labels: list[int] | str | None, count: int) -> list[Any]:
     """The label argument of each input: one for all, one each, or (one input) a list of labels."""
     if labels is None or isinstance(labels, str):
@@ -201,7 +197,7 @@ class Prediction:
 
 def choose_score(net: Any, item: Input, label: Any, args: argparse.Namespace) -> Prediction:
     """``--reduction sum``, the given label(s), or the top-1 / top-5 of the reduction layer's output."""
-    from ..cam.selection import default_reduction_layer
+    from ..cam.selection import default_reduction_layer, sum_of_outputs
     from ..labels import TOP_K, top_classes
     if args.reduction == "sum":
         return Prediction(None, sum_of_outputs, "score: sum of the reduction layer's output (--reduction sum)")

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .common import Input, OutputTargets
+from ..input_files import Input
+from .common import OutputTargets
 
 FIGURES = ("plain", "overlay", "panel")
 PLOT_EXTRA = "pip install \"refcam[viz]\" (or pip install matplotlib)"

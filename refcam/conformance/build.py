@@ -25,7 +25,8 @@ from ..errors import RefcamError
 from ..golden import write as write_golden
 from ..io import save
 from ..network import Network
-from .cases import SUITE_VERSION, CaseSpec, suite, sum_of_outputs
+from ..cam.selection import sum_of_outputs
+from .cases import SUITE_VERSION, CaseSpec, suite
 from .networks import NETWORKS
 
 MANIFEST = "manifest.json"

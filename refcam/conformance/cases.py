@@ -20,11 +20,6 @@ INPUT_SHAPES = {"series2d": ((10, 12, 3), "SSCB"), "dag2d": ((10, 10, 3), "SSCB"
                 "regression2d": ((8, 8, 1), "SSCB"), "segmentation2d": ((8, 8, 2), "SSCB")}
 
 
-def sum_of_outputs(y: Any) -> Any:
-    """The score of the regression cases: the reduction layer's output summed (one output: the prediction)."""
-    return y.sum()
-
-
 @dataclasses.dataclass(frozen=True)
 class CaseSpec:
     """One case as the suite defines it; ``options`` are those of :func:`refcam.explain` besides the score."""

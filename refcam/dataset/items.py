@@ -78,7 +78,7 @@ def collect(inputs: str | os.PathLike | Sequence[str | os.PathLike], labels: Any
 
 
 def _items_of(source: str) -> list[Item]:
-    from ..cli.common import INPUT_SUFFIXES
+    from ..input_files import INPUT_SUFFIXES
     path, _, dataset = source.partition(":") if _is_hdf5_reference(source) else (source, "", "")
     if dataset:
         return _hdf5_items(path, dataset)
@@ -183,7 +183,7 @@ def _with_labels(items: list[Item], labels: Any) -> list[Item]:
 def read(item: Item, net: Any, *, format: str | None = None, preprocessing: Any = None,
          csv_orientation: str = "time-rows") -> tuple[np.ndarray, str]:
     """The item's input for ``net`` and its format (what :func:`refcam.gradcam` takes)."""
-    from ..cli.common import read_input
+    from ..input_files import read_input
     if item.index is None and item.key is None:
         read_item = read_input(item.path, net, format, csv_orientation, preprocessing)
         return read_item.x, read_item.format

@@ -248,7 +248,7 @@ def _compute_item(store: Store, spec: RunSpec, item: Item, net: Network,
 def _score(net: Network, item: Item, x: Any, layout: str, spec: RunSpec) -> tuple[Any, Any]:
     """(label, reduction) of one item: the summed output, the item's label, or the predicted top-1."""
     from ..cam.selection import default_reduction_layer
-    from ..cli.options import sum_of_outputs
+    from ..cam.selection import sum_of_outputs
     from ..labels import parse_label, top_classes
     if spec.reduction == "sum":
         return None, sum_of_outputs

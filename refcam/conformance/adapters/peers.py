@@ -70,7 +70,8 @@ def _input(case: Case) -> Any:
     return torch.from_numpy(np.ascontiguousarray(case.input_nchw, dtype=case.dtype))
 
 
-def _labels(case: Case, library: str, masks: bool = False) -> tuple[int, ...]:
+def case_labels(case: Case, library: str, masks: bool = False) -> tuple[int, ...]:
+    """The case's labels (class 0 when it has none); a library without a masked score cannot run a masked case."""
     if case.mask is not None and not masks:
         raise NotImplementedError(f"{library} has no masked score; the case sums its class over a mask")
     return (0,) if case.labels is None else case.labels
@@ -82,7 +83,7 @@ def _method(case: Case, table: dict[str, str], library: str) -> str:
     return table[case.method]
 
 
-def _map_layout(case: Case, maps: list[np.ndarray]) -> np.ndarray:
+def map_in_case_layout(case: Case, maps: list[np.ndarray]) -> np.ndarray:
     """Per-label maps (B, *S) -> the layout of refcam's ``.map``."""
     layout = to_internal(case.input, load(case.network_file).input_layer, format=case.format)[1]
     return layout.map_from_internal(np.stack(maps), stacked=len(maps) > 1)
@@ -98,13 +99,13 @@ def pytorch_grad_cam(case: Case) -> dict[str, Any]:
     per_pixel = model(x).ndim > 2
     maps, gradients, activations = [], [], None
     with cls(model=model, target_layers=[layer]) as cam:
-        for label in _labels(case, "pytorch-grad-cam", masks=per_pixel):
+        for label in case_labels(case, "pytorch-grad-cam", masks=per_pixel):
             target = _pytorch_grad_cam_target(case, label, per_pixel, x.shape[2:])
             maps.append(cam(input_tensor=x, targets=[target] * x.shape[0]))
             activations = cam.activations_and_grads.activations[0].numpy()
             if cam.activations_and_grads.gradients:
                 gradients.append(cam.activations_and_grads.gradients[0].numpy())
-    stages = {"map": _map_layout(case, maps), "activations": activations}
+    stages = {"map": map_in_case_layout(case, maps), "activations": activations}
     if len(gradients) == len(maps):
         stages["gradients"] = np.stack(gradients)
     return stages
@@ -129,14 +130,14 @@ def torchcam(case: Case) -> dict[str, Any]:
     model, x = score_model(case), _input(case)
     cls = getattr(torchcam.methods, _method(case, TORCHCAM, "torchcam"))
     maps, gradients, activations = [], [], None
-    for label in _labels(case, "torchcam"):
+    for label in case_labels(case, "torchcam"):
         with cls(model, target_layer=f"model.{case.feature_layer}", input_shape=tuple(x.shape[1:])) as cam:
             scores = model(x)
             maps.append(cam(class_idx=label, scores=scores)[0].detach().numpy())
             activations = cam.hook_a[0].detach().numpy()
             if cam.hook_g[0] is not None:
                 gradients.append(cam.hook_g[0].numpy())
-    stages = {"map": _map_layout(case, maps), "activations": activations}
+    stages = {"map": map_in_case_layout(case, maps), "activations": activations}
     if len(gradients) == len(maps):
         stages["gradients"] = np.stack(gradients)
     return stages
@@ -154,8 +155,8 @@ def captum(case: Case) -> dict[str, Any]:
     model, x = score_model(case, per_class=True), _input(case)
     explainer = LayerGradCam(model, model.model.get_submodule(case.feature_layer))
     maps = []
-    for label in _labels(case, "Captum", masks=True):
+    for label in case_labels(case, "Captum", masks=True):
         attribution = explainer.attribute(x, target=label)
         resized = LayerAttribution.interpolate(attribution, tuple(x.shape[2:]))
         maps.append(resized[:, 0].detach().numpy())
-    return {"map": _map_layout(case, maps)}
+    return {"map": map_in_case_layout(case, maps)}

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...cam.explain import explain
 from ...io import load
-from ..cases import sum_of_outputs
+from ...cam.selection import sum_of_outputs
 from ..runner import Case
 
 STAGES = ("activations", "scores", "gradients", "weights", "raw_map", "map")

@@ -33,7 +33,7 @@ from ...io import load
 from ...network import Network
 from ...ops.linear import flatten_forward
 from ..runner import Case
-from .peers import _labels, _map_layout
+from .peers import case_labels, map_in_case_layout
 
 METHODS = {"gradcam": ("tf_keras_vis.gradcam", "Gradcam"),
            "gradcam++": ("tf_keras_vis.gradcam_plus_plus", "GradcamPlusPlus"),
@@ -202,7 +202,7 @@ def tf_keras_vis(case: Case) -> dict[str, Any]:
     cam = getattr(importlib.import_module(module), method)(model, clone=False)
     maps = [np.asarray(cam(_score(case, label, per_pixel), x, penultimate_layer=case.feature_layer,
                            seek_penultimate_conv_layer=False))
-            for label in _labels(case, "tf-keras-vis", masks=True)]
+            for label in case_labels(case, "tf-keras-vis", masks=True)]
     features = keras.Model(model.inputs, model.get_layer(case.feature_layer).output)
     activations = np.moveaxis(np.asarray(features(x)), -1, 1)
-    return {"map": _map_layout(case, maps), "activations": activations}
+    return {"map": map_in_case_layout(case, maps), "activations": activations}
