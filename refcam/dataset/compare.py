@@ -73,7 +73,8 @@ class StoreComparison:
     def __str__(self) -> str:
         total = len(self.scores)
         rate = 100.0 * self.passed / total if total else 0.0
-        lines = [f"{self.store}: passed {self.passed} of {total} items ({rate:.1f}%)", "worst items:"]
+        plural = "" if total == 1 else "s"
+        lines = [f"{self.store}: passed {self.passed} of {total} item{plural} ({rate:.1f}%)", "worst items:"]
         lines += [f"  {'PASS' if s.passed else 'FAIL'} {s.error:10.3e}  {s.first_divergence or '-':12s} {s.id}"
                   for s in self.worst()]
         lines.append("errors (max |c - g| / max |g| of the final stage):")

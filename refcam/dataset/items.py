@@ -189,19 +189,31 @@ def read(item: Item, net: Any, *, format: str | None = None, preprocessing: Any 
         return read_item.x, read_item.format
     layout = format or net.input_layer.default_format
     if item.path.lower().endswith(".npy"):
-        return np.array(np.load(item.path, mmap_mode="r", allow_pickle=False)[item.index]), layout
+        array = np.load(item.path, mmap_mode="r", allow_pickle=False)
+        _check_is_a_batch(item.path, array.shape, net)
+        return np.array(array[item.index]), layout
     if item.path.lower().endswith(".npz"):
         with np.load(item.path, allow_pickle=False) as archive:
             return np.asarray(archive[item.key]), layout
-    return _hdf5_entry(item), layout
+    return _hdf5_entry(item, net), layout
 
 
-def _hdf5_entry(item: Item) -> np.ndarray:
+def _check_is_a_batch(path: str, shape: tuple[int, ...], net: Any) -> None:
+    """An array shaped as one input of the network is a mistake, not ``shape[0]`` items: say so."""
+    one_input = tuple(getattr(net.input_layer, "input_size", None) or ())
+    if one_input and tuple(shape) == one_input:
+        raise InputError(f"{path}: the array {shape} is one input of the network, not a batch of inputs: an "
+                         "array source holds one item per entry of its first axis; save x[np.newaxis] for one "
+                         "item (or give the file to refcam golden without --store).")
+
+
+def _hdf5_entry(item: Item, net: Any) -> np.ndarray:
     import h5py
     with h5py.File(item.path, "r") as f:
         node = f[item.key]
         if node.dtype.kind not in "biuf":
             raise InputError(f"{item.path}: {item.key!r} holds {node.dtype}, not numbers.")
+        _check_is_a_batch(f"{item.path}:{item.key}", node.shape, net)
         size = int(np.prod(node.shape[1:], dtype=np.int64)) * node.dtype.itemsize
         if size > MAX_ITEM_BYTES:
             raise InputError(f"{item.path}: one entry of {item.key!r} declares {size} bytes, more than "

@@ -92,7 +92,8 @@ class Summary:
 
     def __str__(self) -> str:
         counts = ", ".join(f"{self.count(status)} {status}" for status in ("done", "failed", "skipped", "lost"))
-        lines = [f"{self.store}: {len(self.outcomes)} items: {counts} in {self.seconds:.1f} s "
+        total = len(self.outcomes)
+        lines = [f"{self.store}: {total} item{'' if total == 1 else 's'}: {counts} in {self.seconds:.1f} s "
                  f"({self.items_per_second:.2f} items/s)"]
         lines += [f"  {outcome.status}: {outcome.id}: {outcome.message}" for outcome in self.failures[:20]]
         if len(self.failures) > 20:

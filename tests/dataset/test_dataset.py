@@ -150,6 +150,20 @@ def test_hostile_array_sources(network, tmp_path):
         collect(str(tmp_path / "nothing*.png"))
 
 
+def test_an_array_of_one_input_is_not_taken_for_a_batch(network, tmp_path):
+    net, path = network
+    one = inputs(net, 1)[0]                                         # h x w x c: one input, no batch axis
+    np.save(tmp_path / "one.npy", one)
+    with h5py.File(tmp_path / "one.h5", "w") as f:
+        f["x"] = one
+    summary = run(path, [str(tmp_path / "one.npy"), f"{tmp_path / 'one.h5'}:x"], tmp_path / "store")
+    assert summary.count("failed") == 2 * one.shape[0] and summary.count("done") == 0
+    assert all("one input of the network, not a batch" in outcome.message and "x[np.newaxis]" in outcome.message
+               for outcome in summary.outcomes)
+    np.save(tmp_path / "batch.npy", one[np.newaxis])                # what the message asks for
+    assert run(path, str(tmp_path / "batch.npy"), tmp_path / "batch").count("done") == 1
+
+
 def test_images_go_through_the_preprocessing(network, tmp_path):
     pytest.importorskip("PIL")
     from PIL import Image
