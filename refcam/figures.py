@@ -165,6 +165,6 @@ def _show(fig: Any, ax: Any, pixels: np.ndarray, score_map: Any, colors: np.ndar
 
 def _headings(fig: Any, title: str | None, caption: str | None) -> None:
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, wrap=True)                           # long class names: no cut-off title
     if caption:
         fig.supxlabel(caption, fontsize="small", wrap=True)
