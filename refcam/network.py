@@ -249,7 +249,12 @@ class Network:
         Raises LayerShapeError, naming the layer, when a layer cannot take its
         inputs, and SizeLimitError when a layer's output (or a padded
         intermediate) would hold more than ``MAX_OBSERVATION_ELEMENTS`` elements.
+        The shapes for the declared input size were inferred (and checked) when
+        the network was built; they are returned without inferring them again.
         """
+        known = getattr(self, "_output_shapes", None)
+        if known is not None and tuple(int(n) for n in input_shape) == self._declared_input_shape():
+            return dict(known)
         shapes: dict[str, Shape] = {}
         for layer in self._layers:
             if layer is self.input_layer:

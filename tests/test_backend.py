@@ -186,3 +186,23 @@ def test_get_xp_on_a_cupy_array_without_cupy_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(backend, "_cupy_module", lambda: None)
     with pytest.raises(BackendError, match="CuPy cannot be imported"):
         get_xp(make_fake_cupy_array())
+
+
+def test_the_cupy_import_is_tried_once_per_process(monkeypatch):
+    """device="auto" on a machine without CuPy must not search the import path at every call."""
+    tries = []
+    real_import = backend.importlib.import_module
+
+    def counting_import(name, *args):
+        tries.append(name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(backend.importlib, "import_module", counting_import)
+    backend._cupy_module.cache_clear()
+    try:
+        first = backend._cupy_module()
+        for _ in range(3):
+            resolve_device("auto")
+        assert backend._cupy_module() is first and tries == ["cupy"]
+    finally:
+        backend._cupy_module.cache_clear()

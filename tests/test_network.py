@@ -308,6 +308,12 @@ def test_sequence_shapes_are_checked_at_min_length_and_at_run_time(rng):
     for steps in (3, 9):
         assert net.predict(rng.standard_normal((C, steps))).shape == (1, 4)
     assert net.infer_shapes((C, 9))["conv"] == (2, 7)
+    declared = net.infer_shapes((C, 3))                  # the shapes checked at build time, as a copy
+    assert declared == net.output_shapes
+    declared["conv"] = None
+    assert net.infer_shapes((C, 3))["conv"] == (2, 1)
+    with pytest.raises(LayerShapeError, match=r"'conv'"):
+        net.infer_shapes((C, 2))
     with pytest.raises(InputError, match=r"internal shape \(1, 3, 2\)"):
         net.forward_tensors(rng.standard_normal((1, C, 2)), ["fc"])
 
