@@ -22,6 +22,8 @@ What it does, per network (:mod:`networks`: ``resnet18``, ``small3d``, ``volume1
    made, and the rise of ``VmHWM`` over the resident size before the call is the
    call's peak memory. Both sides are measured the same way (weights, caches and
    the interpreter are excluded); refcam's ``tracemalloc`` peak is kept too;
+   each row also gets its GEMM limit (:mod:`gemm_limit`: the row's GEMM work over
+   the GEMM throughput measured at the start of the run) and refcam's distance to it;
 5. prints the table and the issue-7 targets (met or missed), writes the JSON.
 
 BLAS and PyTorch are limited to 2 threads (``threadpoolctl`` and
@@ -50,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import gemm_limit  # noqa: E402
 from networks import SPECS, build_refcam, build_torch, torch  # noqa: E402
 from seeds import SEEDS, build_torch_twin  # noqa: E402
 
@@ -375,8 +378,21 @@ def fused_agreement(bench: Bench, fused: Any) -> float:
     return max_elementwise_relative_difference(refcam_forward(fused, bench.x, "float64")(), literal)
 
 
-def benchmark_network(name: str, warmup: int, repeats: int, memory: bool) -> dict[str, Any]:
-    """Guards, then every row of the network; returns the network's JSON record."""
+def row_gemm_flops(bench: Bench, task: str) -> int:
+    """The GEMM work of one row (:mod:`gemm_limit`): the forward pass, plus the head's VJPs for Grad-CAM."""
+    batch = BATCH if task == "gradcam-b8" else 1
+    labels = LABELS_MANY if task == "gradcam-10" else 1
+    feature = {"forward": None, "gradcam-early": EARLY_FEATURE_LAYER.get(bench.name)}.get(task, bench.feature_layer)
+    return gemm_limit.gradcam_flops(bench.net, tuple(bench.x.shape[1:]), batch, feature, bench.reduction_layer,
+                                    labels)
+
+
+def benchmark_network(name: str, warmup: int, repeats: int, memory: bool,
+                      throughput: dict[str, float]) -> dict[str, Any]:
+    """Guards, then every row of the network; returns the network's JSON record.
+
+    ``throughput``: GEMM operations per second per dtype, for the rows' GEMM limit.
+    """
     bench = make_bench(name)
     tasks = TASKS[name]
     record: dict[str, Any] = {"network": name, "input_shape": list(bench.x.shape), "layers": bench.layers,
@@ -407,6 +423,9 @@ def benchmark_network(name: str, warmup: int, repeats: int, memory: bool) -> dic
         for dtype in (("float32",) if task in ("gradcam-10", "gradcam-b8", "vs-backward") else DTYPES):
             refcam_fn, torch_fn = task_functions(bench, task, dtype, label, fused)
             row = time_row(name, task, dtype, *runs, refcam_fn, torch_fn, traced=name != "volume128")
+            row["gemm_flops"] = row_gemm_flops(bench, task)
+            row["gemm_limit_ms"] = gemm_limit.limit_ms(row["gemm_flops"], throughput[dtype])
+            row["limit_ratio"] = row["refcam_ms"] / row["gemm_limit_ms"] if row["gemm_limit_ms"] else None
             if memory and task != "forward":
                 add_memory(row, name, task, dtype, torch_fn is not None)
             print(format_row(row), flush=True)
@@ -456,7 +475,7 @@ def child(network: str, task: str, dtype: str, side: str) -> None:
 
 # --- report --------------------------------------------------------------------------------
 HEADER = (f"{'network':<14} {'task':<14} {'dtype':<8} {'refcam ms':>10} {'torch ms':>10} {'ratio':>7} "
-          f"{'refcam MiB':>11} {'torch MiB':>10} {'mem ratio':>9}")
+          f"{'limit ms':>9} {'x limit':>7} {'refcam MiB':>11} {'torch MiB':>10} {'mem ratio':>9}")
 
 
 def _number(value: Any, digits: int = 1) -> str:
@@ -471,6 +490,7 @@ def format_row(row: dict[str, Any]) -> str:
     flag = "  (disturbed)" if row["disturbed"] else ""
     return (f"{row['network']:<14} {row['task']:<14} {row['dtype']:<8} {row['refcam_ms']:>10.1f} "
             f"{_number(row['torch_ms']):>10} {_number(row['ratio'], 2):>7} "
+            f"{_number(row.get('gemm_limit_ms'), 2):>9} {_number(row.get('limit_ratio'), 1):>7} "
             f"{_number(row.get('refcam_peak_rss_mib')):>11} {_number(row.get('torch_peak_rss_mib')):>10} "
             f"{_number(row.get('memory_ratio'), 2):>9}{flag}")
 
@@ -597,8 +617,13 @@ def main(argv: list[str] | None = None) -> int:
         if info["load_average_at_start"][0] > LOAD_WARNING:
             print(f"WARNING: 1-minute load average {info['load_average_at_start'][0]:.2f} on "
                   f"{info['cpu_count']} cores: other processes are running and will slow both sides.")
+        throughput = {dtype: gemm_limit.gemm_throughput(dtype) for dtype in DTYPES}
+        info["gemm_gflops"] = {dtype: value / 1e9 for dtype, value in throughput.items()}
+        print(f"GEMM throughput ({gemm_limit.SIDE}^2 matrices): "
+              + ", ".join(f"{dtype} {value / 1e9:.0f} GFLOP/s" for dtype, value in throughput.items()))
         print(HEADER)
-        networks = [benchmark_network(name, warmup, repeats, not args.no_memory) for name in args.networks]
+        networks = [benchmark_network(name, warmup, repeats, not args.no_memory, throughput)
+                    for name in args.networks]
     goals = report(networks)
     info["load_average_at_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,34 @@ def test_run_py_quick_on_the_small_seed_networks(torch, tmp_path):
     rows = [row for net in networks for row in net["rows"]]
     assert len(rows) == 8 and all(row["refcam_ms"] > 0 and row["torch_ms"] > 0 for row in rows)
     assert "refcam_commit" in record["machine"] and record["machine"]["threads"] == 2
+    assert all(row["gemm_limit_ms"] > 0 and row["limit_ratio"] > 0 for row in rows)
+    assert set(record["machine"]["gemm_gflops"]) == {"float32", "float64"}
+
+
+def test_gemm_work_is_counted_layer_by_layer():
+    """The GEMM limit's operation count, by hand for a conv -> relu -> conv -> GAP -> fc network."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gemm_limit
+    from refcam.layers import (Convolution2dLayer, FullyConnectedLayer, GlobalAveragePooling2dLayer,
+                               ImageInputLayer, ReLULayer)
+    from refcam.network import Network
+
+    rng = np.random.default_rng(0)
+    net = Network([ImageInputLayer(name="in", input_size=(8, 6, 3), normalization="none"),
+                   Convolution2dLayer(name="conv1", filter_size=3, num_filters=4, padding=1,
+                                      weights=rng.standard_normal((4, 3, 3, 3)), bias=np.zeros(4)),
+                   ReLULayer(name="relu"),
+                   Convolution2dLayer(name="conv2", filter_size=1, num_filters=5, stride=2,
+                                      weights=rng.standard_normal((5, 4, 1, 1)), bias=np.zeros(5)),
+                   GlobalAveragePooling2dLayer(name="gap"),
+                   FullyConnectedLayer(name="fc", output_size=2, weights=rng.standard_normal((2, 5)),
+                                       bias=np.zeros(2))])
+    conv1, conv2, fc = 2 * 4 * 27 * 48, 2 * 5 * 4 * 12, 2 * 2 * 5          # 2 * F * (C/G) * k * O
+    assert gemm_limit.gradcam_flops(net, (3, 8, 6), 1, None, None) == conv1 + conv2 + fc
+    assert gemm_limit.gradcam_flops(net, (3, 8, 6), 2, None, None) == 2 * (conv1 + conv2 + fc)
+    # Grad-CAM at relu: the head (conv2, fc) once more per label, for its input VJPs
+    assert gemm_limit.gradcam_flops(net, (3, 8, 6), 1, "relu", "fc", labels=3) == conv1 + 4 * (conv2 + fc)
+    assert gemm_limit.limit_ms(10 ** 9, 1e12) == pytest.approx(1.0)
 
 
 def test_gpu_py_runs_on_the_cpu(torch, tmp_path):
