@@ -38,6 +38,8 @@ def _cupy_module() -> ModuleType | None:
 
 def is_cupy_array(a: Any) -> bool:
     """True when ``a`` is a CuPy ndarray (checked without importing CuPy)."""
+    if type(a) is np.ndarray:
+        return False
     return type(a).__module__.split(".")[0] == "cupy"
 
 

@@ -20,6 +20,7 @@ and implements ``forward`` (Tensors in the internal (B, C, *spatial) layout),
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 from ..autodiff import Tensor
@@ -85,8 +86,8 @@ class Layer:
     # -- generic plumbing -------------------------------------------------------
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
-        """Names of the array-parameter fields of this layer class."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("param"))
+        """Names of the array-parameter fields of this layer class (a class's fields are fixed: kept per class)."""
+        return _param_field_names(cls)
 
     @classmethod
     def property_names(cls) -> tuple[str, ...]:
@@ -104,6 +105,11 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, inputs={list(self.inputs)})"
+
+
+@functools.cache
+def _param_field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("param"))
 
 
 def _jsonable(value: Any) -> Any:

@@ -39,6 +39,8 @@ import numbers
 import operator
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..autodiff import Tensor
 from ..backend import get_xp, is_cupy_array, to_device
 from ..errors import (BackendError, LayerConfigError, LayerShapeError, MissingParameterError, ParameterError,
@@ -385,13 +387,13 @@ def stage_parameters(layer: Any, dtype: Any, on_gpu: bool) -> None:
 
 def _cached(layer: Any, param: str, dtype: Any, on_gpu: bool) -> Tensor | None:
     """The kept copy of ``param`` for ``dtype`` and device, if it was made from the array stored now."""
-    hit = layer.__dict__.get(CONSTANT_CACHE, {}).get((param, str(dtype), on_gpu))
+    hit = layer.__dict__.get(CONSTANT_CACHE, {}).get((param, np.dtype(dtype), on_gpu))
     return hit[1] if hit is not None and hit[0] is getattr(layer, param) else None
 
 
 def _keep(layer: Any, param: str, source: Any, dtype: Any, on_gpu: bool, array: Any) -> Tensor:
     tensor = Tensor(array)
-    layer.__dict__.setdefault(CONSTANT_CACHE, {})[(param, str(dtype), on_gpu)] = (source, tensor)
+    layer.__dict__.setdefault(CONSTANT_CACHE, {})[(param, np.dtype(dtype), on_gpu)] = (source, tensor)
     return tensor
 
 
