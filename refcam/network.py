@@ -88,6 +88,7 @@ from .layout import to_internal
 from .network_display import alias_table, connection_table, layer_table
 
 Shape = tuple[int, ...]
+SHAPE_CACHE_SIZE = 16  # input shapes (sequence lengths) whose inferred layer shapes a network keeps
 
 
 class Network:
@@ -250,15 +251,27 @@ class Network:
         inputs, and SizeLimitError when a layer's output (or a padded
         intermediate) would hold more than ``MAX_OBSERVATION_ELEMENTS`` elements.
         The shapes for the declared input size were inferred (and checked) when
-        the network was built; they are returned without inferring them again.
+        the network was built, and those of the last ``SHAPE_CACHE_SIZE`` other
+        input shapes (sequence lengths) when first asked for; they are returned
+        without inferring them again. Like the build-time shapes, this assumes
+        that the layers' properties are not changed after the network is built.
         """
+        key = tuple(int(n) for n in input_shape)
         known = getattr(self, "_output_shapes", None)
-        if known is not None and tuple(int(n) for n in input_shape) == self._declared_input_shape():
+        if known is not None and key == self._declared_input_shape():
             return dict(known)
+        cache = self.__dict__.setdefault("_shape_cache", {})
+        if key not in cache:
+            if len(cache) >= SHAPE_CACHE_SIZE:
+                del cache[next(iter(cache))]            # the oldest entry
+            cache[key] = self._inferred_shapes(key)
+        return dict(cache[key])
+
+    def _inferred_shapes(self, input_shape: Shape) -> dict[str, Shape]:
         shapes: dict[str, Shape] = {}
         for layer in self._layers:
             if layer is self.input_layer:
-                shapes[layer.name] = tuple(int(n) for n in input_shape)
+                shapes[layer.name] = input_shape
             else:
                 shapes[layer.name] = _layer_output_shape(layer, [shapes[n] for n in layer.inputs])
             check_elements(layer, "output", shapes[layer.name])

@@ -318,6 +318,25 @@ def test_sequence_shapes_are_checked_at_min_length_and_at_run_time(rng):
         net.forward_tensors(rng.standard_normal((1, C, 2)), ["fc"])
 
 
+def test_shapes_of_other_sequence_lengths_are_kept_up_to_the_cache_size(rng, monkeypatch):
+    import refcam.network as network_module
+    monkeypatch.setattr(network_module, "SHAPE_CACHE_SIZE", 2)
+    net = Network(sequence_net(rng, min_length=3))
+    inferred = []
+    real = Network._inferred_shapes
+    monkeypatch.setattr(Network, "_inferred_shapes", lambda self, shape: inferred.append(shape) or real(self, shape))
+    first = net.infer_shapes((C, 9))
+    first["conv"] = None                                  # a copy: the kept shapes are not changed
+    assert net.infer_shapes((C, 9))["conv"] == (2, 7) and inferred == [(C, 9)]
+    net.infer_shapes((C, 10)), net.infer_shapes((C, 11))  # the oldest length (9) is dropped
+    assert net.infer_shapes((C, 11))["conv"] == (2, 9) and inferred == [(C, 9), (C, 10), (C, 11)]
+    assert net.infer_shapes((C, 9))["conv"] == (2, 7) and inferred[-1] == (C, 9)
+    with pytest.raises(LayerShapeError, match=r"'conv'"):
+        net.infer_shapes((C, 2))                          # a failure is raised every time, never kept
+    with pytest.raises(LayerShapeError, match=r"'conv'"):
+        net.infer_shapes((C, 2))
+
+
 def test_forward_tensors_refuses_inputs_of_the_wrong_size(rng):
     net = Network(fire_module(rng))
     with pytest.raises(InputError, match=r"internal shape \(1, 3, 6, 5\) .* takes \(B, 3, 5, 6\)"):
