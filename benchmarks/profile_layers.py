@@ -1,6 +1,8 @@
 """Where refcam's Grad-CAM time goes, per layer kind: ``python benchmarks/profile_layers.py [--network resnet18]``.
 
-Every layer's ``forward`` of the benchmark network (:mod:`run`'s networks) is
+``--zoo efficientnet_b0`` profiles an architecture of :mod:`zoo` instead
+(torchvision's model code on the path, as for ``zoo.py``; the logit of the top
+class at the zoo's feature layer). Every layer's ``forward`` of the network is
 wrapped by a timer for ``--calls`` Grad-CAM calls (after one warm-up), in
 float32 and float64 with 2 BLAS threads; the reverse sweep, the weights and the
 map are the rest of the call's time. The per-call milliseconds per layer kind
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import THREADS, make_bench, refcam_gradcam, top_labels  # noqa: E402
+from run import THREADS, Bench, make_bench, refcam_gradcam, top_labels  # noqa: E402
 
 
 def timed_layers(net: Any, totals: dict[str, float]) -> list[tuple[Any, Any]]:
@@ -37,9 +39,17 @@ def timed_layers(net: Any, totals: dict[str, float]) -> list[tuple[Any, Any]]:
     return restore
 
 
-def profile(name: str, dtype: str, calls: int) -> tuple[dict[str, float], float]:
+def zoo_bench(name: str) -> Bench:
+    """The zoo architecture ``name`` through ``refcam.from_torch``, as :mod:`zoo` builds it."""
+    import zoo
+    module = zoo.torchvision_targets()
+    (target,) = [target for target in module.targets() if target.name == name]
+    _, net, x, _ = zoo.build(module, target, zoo.input_shape(target, 224))
+    return Bench(name, net, None, x, target.feature, net.layer_names[-1], False, len(net.layers))
+
+
+def profile(bench: Bench, dtype: str, calls: int) -> tuple[dict[str, float], float]:
     """Milliseconds per call for each layer kind's forward, and the whole call's."""
-    bench = make_bench(name, with_torch=False)
     call = refcam_gradcam(bench.net, bench, bench.x, top_labels(bench, 1), dtype)
     call()
     totals: dict[str, float] = collections.defaultdict(float)
@@ -58,19 +68,21 @@ def profile(name: str, dtype: str, calls: int) -> tuple[dict[str, float], float]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", default="resnet18")
+    parser.add_argument("--zoo", help="a zoo architecture (zoo.py) instead of --network")
     parser.add_argument("--calls", type=int, default=10)
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
+    bench = zoo_bench(args.zoo) if args.zoo else make_bench(args.network, with_torch=False)
     with threadpool_limits(limits=THREADS):
-        results = {dtype: profile(args.network, dtype, args.calls) for dtype in ("float32", "float64")}
+        results = {dtype: profile(bench, dtype, args.calls) for dtype in ("float32", "float64")}
     kinds = sorted(results["float64"][0], key=lambda kind: -results["float64"][0][kind])
     print("| layer kind | float32 ms | float64 ms |\n|---|---:|---:|")
     for kind in kinds:
-        print(f"| {kind} | {results['float32'][0].get(kind, 0.0):.1f} | {results['float64'][0][kind]:.1f} |")
+        print(f"| {kind} | {results['float32'][0].get(kind, 0.0):.2f} | {results['float64'][0][kind]:.2f} |")
     rest = {dtype: whole - sum(per_kind.values()) for dtype, (per_kind, whole) in results.items()}
-    print(f"| reverse sweep, weights, map, Python between layers | {rest['float32']:.1f} | {rest['float64']:.1f} |")
-    print(f"| whole call | {results['float32'][1]:.1f} | {results['float64'][1]:.1f} |")
+    print(f"| reverse sweep, weights, map, Python between layers | {rest['float32']:.2f} | {rest['float64']:.2f} |")
+    print(f"| whole call | {results['float32'][1]:.2f} | {results['float64'][1]:.2f} |")
     return 0
 
 

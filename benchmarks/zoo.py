@@ -14,8 +14,10 @@ classifiers and the video network, not the segmentation one), at a
   row is not timed);
 * refcam: ``refcam.gradcam(net, x, label, feature_layer=..., reduction_layer=<last>,
   upsampling="none")`` (the logit of the top class);
-* PyTorch: a forward hook keeps the feature map, ``torch.autograd.grad`` of the
-  logit to it, weights, weighted sum, ReLU (the work refcam does);
+* PyTorch: parameters do not require grad, so only what follows the feature
+  map is taped (as :mod:`run`'s PyTorch side and refcam's head-only tape); a
+  forward hook keeps the feature map, ``torch.autograd.grad`` of the logit to it,
+  weights, weighted sum, ReLU (the work refcam does);
 * the GEMM limit of the row (:mod:`gemm_limit`) and refcam's distance to it.
 
 Medians of ``--repeats`` calls after one warm-up, each side in its own block.
@@ -73,8 +75,8 @@ def torch_gradcam(model: Any, x: Any, feature: str, label: int) -> Callable[[], 
         kept = {}
 
         def keep(mod: Any, args: Any, out: Any) -> Any:
-            kept["A"] = out
-            return out.clone()       # DenseNet's in-place ReLU after the feature module must not change A
+            kept["A"] = out.detach().requires_grad_(True)   # a leaf: only the layers after it are taped
+            return kept["A"].clone()   # DenseNet's in-place ReLU after the feature module must not change A
 
         handle = module.register_forward_hook(keep)
         try:
@@ -104,7 +106,7 @@ def build(module: Any, target: Any, shape: tuple[int, ...]) -> tuple[Any, Any, n
     import refcam
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = module.randomize(target.build(), generator).double().eval()
+    model = module.randomize(target.build(), generator).double().eval().requires_grad_(False)
     x = (torch.rand(shape, generator=generator, dtype=torch.float64) * 2.0 - 1.0)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
