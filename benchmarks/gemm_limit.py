@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -71,6 +71,26 @@ def gemm_throughput(dtype: str) -> float:
         np.matmul(a, b)
         times.append(time.perf_counter() - start)
     return 2 * SIDE ** 3 / statistics.median(times)
+
+
+KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def kernel_override_warning(environ: Mapping[str, str]) -> str | None:
+    """A warning when the environment overrides OpenBLAS's own choice of GEMM kernels, else None.
+
+    ``OPENBLAS_CORETYPE`` (with ``OPENBLAS_L2_SIZE``) makes OpenBLAS run the named
+    CPU's kernels; an older one than the CPU (``Haswell`` on an AVX-512
+    machine) halves the GEMM throughput that refcam's convolutions run at,
+    while PyTorch's oneDNN kernels are not affected.
+    """
+    found = {name: environ[name] for name in KERNEL_VARIABLES if environ.get(name)}
+    if not found:
+        return None
+    settings = " ".join(f"{name}={value}" for name, value in found.items())
+    return (f"WARNING: {settings} overrides OpenBLAS's choice of kernels, so refcam's GEMMs may run slower than "
+            "NumPy would choose on this CPU (PyTorch's are not affected); to time OpenBLAS's own choice, run "
+            f"with `env {' '.join('-u ' + name for name in KERNEL_VARIABLES)}`.")
 
 
 def limit_ms(flops: int, throughput: float) -> float:

@@ -560,6 +560,7 @@ def machine_info(blas: list[dict[str, Any]]) -> dict[str, Any]:
     info = {"platform": platform.platform(), "python": platform.python_version(), **cpu_description(),
             "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(), "numpy": np.__version__,
             "blas": blas, "threads": THREADS, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
             "refcam_commit": git_output("rev-parse", "HEAD"),
             "refcam_uncommitted_changes": bool(git_output("status", "--porcelain", "--", "refcam"))}
     if torch is not None:
@@ -614,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
         for lib in blas:
             print(f"threadpool: {lib.get('internal_api')} {lib.get('version')} "
                   f"({lib.get('architecture', '-')}), {lib.get('num_threads')} threads: {lib.get('filepath')}")
+        kernel_warning = gemm_limit.kernel_override_warning(os.environ)
+        if kernel_warning:
+            print(kernel_warning)
         if info["load_average_at_start"][0] > LOAD_WARNING:
             print(f"WARNING: 1-minute load average {info['load_average_at_start'][0]:.2f} on "
                   f"{info['cpu_count']} cores: other processes are running and will slow both sides.")

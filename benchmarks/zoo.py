@@ -30,6 +30,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import statistics
 import sys
 import warnings
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
 
     module = torchvision_targets()
     torch.set_num_threads(THREADS)
+    kernel_warning = gemm_limit.kernel_override_warning(os.environ)
+    if kernel_warning:
+        print(kernel_warning)
     rows = []
     with threadpool_limits(limits=THREADS):
         throughput = {dtype: gemm_limit.gemm_throughput(dtype) for dtype in DTYPES}

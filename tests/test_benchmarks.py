@@ -69,6 +69,16 @@ def test_gemm_work_is_counted_layer_by_layer():
     assert gemm_limit.limit_ms(10 ** 9, 1e12) == pytest.approx(1.0)
 
 
+def test_an_openblas_kernel_override_is_named_with_how_to_lift_it():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gemm_limit
+    assert gemm_limit.kernel_override_warning({"PATH": "/bin"}) is None
+    assert gemm_limit.kernel_override_warning({"OPENBLAS_CORETYPE": ""}) is None
+    warning = gemm_limit.kernel_override_warning({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"})
+    assert "OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512" in warning
+    assert "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE" in warning
+
+
 def test_gpu_py_runs_on_the_cpu(torch, tmp_path):
     out = tmp_path / "gpu.json"
     run_script("benchmarks/gpu.py", "--device", "cpu", "--batch", "2", "--warmup", "0", "--repeats", "1",
