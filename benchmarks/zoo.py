@@ -67,29 +67,9 @@ def input_shape(target: Any, size: int) -> tuple[int, ...]:
     return (1, 3, side, side)
 
 
-def torch_gradcam(model: Any, x: Any, feature: str, label: int) -> Callable[[], np.ndarray]:
-    """PyTorch's Grad-CAM to the feature map only: hook, forward, autograd.grad of the logit, map."""
-    import torch
-    module = model.get_submodule(feature)
-
-    def run() -> np.ndarray:
-        kept = {}
-
-        def keep(mod: Any, args: Any, out: Any) -> Any:
-            kept["A"] = out.detach().requires_grad_(True)   # a leaf: only the layers after it are taped
-            return kept["A"].clone()   # DenseNet's in-place ReLU after the feature module must not change A
-
-        handle = module.register_forward_hook(keep)
-        try:
-            y = model(x)
-        finally:
-            handle.remove()
-        activation = kept["A"]
-        (gradient,) = torch.autograd.grad(y[0, label], activation)
-        with torch.no_grad():
-            weights = gradient.mean(dim=tuple(range(2, activation.ndim)), keepdim=True)
-            return torch.relu((weights * activation).sum(dim=1))[0].numpy()
-    return run
+def torch_gradcam(module: Any, model: Any, x: Any, feature: str, label: int) -> Callable[[], np.ndarray]:
+    """PyTorch's Grad-CAM to the feature map only (``torchvision_models.torch_gradcam``): its raw map."""
+    return lambda: module.torch_gradcam(model, x, feature, label, False)[1]
 
 
 def refcam_gradcam(net: Any, x: np.ndarray, feature: str, label: int, dtype: str) -> Callable[[], np.ndarray]:
@@ -126,7 +106,7 @@ def measure(module: Any, target: Any, size: int, warmup: int, repeats: int,
         model, net, x, label = build(module, target, shape)
     except Exception as err:  # a measurement: report and go on
         return [{"model": target.name, "input": list(shape), "error": f"{type(err).__name__}: {err}"[:300]}]
-    expected = torch_gradcam(model, torch.from_numpy(x), target.feature, label)()
+    expected = torch_gradcam(module, model, torch.from_numpy(x), target.feature, label)()
     found = refcam_gradcam(net, x, target.feature, label, "float64")().reshape(expected.shape)
     agreement = float(np.abs(found - expected).max() / np.abs(expected).max())
     flops = gemm_limit.gradcam_flops(net, tuple(x.shape[1:]), 1, target.feature, net.layer_names[-1])
@@ -140,7 +120,8 @@ def measure(module: Any, target: Any, size: int, warmup: int, repeats: int,
             rows.append(row)
             continue
         torch_dtype = getattr(torch, dtype)
-        torch_side = torch_gradcam(model.to(torch_dtype), torch.from_numpy(x).to(torch_dtype), target.feature, label)
+        torch_side = torch_gradcam(module, model.to(torch_dtype), torch.from_numpy(x).to(torch_dtype),
+                                   target.feature, label)
         row["torch_ms"] = statistics.median(timings_ms(torch_side, warmup, repeats))
         row["refcam_ms"] = statistics.median(timings_ms(refcam_gradcam(net, x, target.feature, label, dtype),
                                                         warmup, repeats))

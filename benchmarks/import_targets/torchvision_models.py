@@ -124,13 +124,17 @@ def randomize(model: Any, generator: Any) -> Any:
 
 
 def torch_gradcam(model: Any, x: Any, feature: str, label: int, segmentation: bool) -> tuple[Any, Any]:
-    """PyTorch float64 output and raw Grad-CAM map at module ``feature`` for class ``label``."""
+    """PyTorch output and raw Grad-CAM map at module ``feature`` for class ``label``, in the model's dtype.
+
+    The feature map is made a leaf that requires grad, so only the layers after
+    it are taped (whether or not the parameters require grad).
+    """
     import torch
     captured = {}
     module = model.get_submodule(feature)
     def keep(mod: Any, args: Any, out: Any) -> Any:
-        captured["A"] = out
-        return out.clone()  # the rest of the network gets a copy: DenseNet's in-place F.relu must not change A
+        captured["A"] = out.detach().requires_grad_(True)
+        return captured["A"].clone()  # a copy for the rest: DenseNet's in-place F.relu must not change A
 
     handle = module.register_forward_hook(keep)
     try:
